@@ -1,0 +1,3 @@
+"""interp: sparse dictionaries, evals and circuits on TransformerLens models."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,132 @@
+"""The activation store: harvests activations at hook points and serves shuffled
+training batches with bounded memory.
+
+Contexts are harvested in blocks of `block_contexts`; each block's rows
+(non-BOS positions) are shuffled with a generator seeded by (seed, block) and
+served in batches; rows left over at the end of a block join the next. The
+stream is therefore a pure function of (source, seed), and a checkpoint only
+needs (block, batches served, the leftover rows) to resume exactly: at most
+one block is harvested again, or read back from the on-disk cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from itertools import islice
+
+import torch
+from tqdm.auto import tqdm
+
+from interp.data import iter_contexts, token_mask
+from interp.model import hook_layer, validate_hook
+from interp.shard_cache import ShardCache
+
+
+class ActivationStore:
+    """Batches of {name: [batch_size, d]} for named hook points (e.g. {"x": "blocks.6.hook_resid_post"})."""
+
+    def __init__(self, model, hooks: dict[str, str], source: str = "shakespeare", split: str = "train",
+                 n_ctx: int = 128, batch_size: int = 4096, block_contexts: int = 256, forward_batch: int = 16,
+                 seed: int = 0, device: str = "cpu", cache_dir: str | None = None, text_column: str = "text"):
+        self.model, self.hooks = model, dict(hooks)
+        for name in set(self.hooks.values()):
+            validate_hook(model, name)
+        self.source, self.split, self.n_ctx, self.text_column = source, split, n_ctx, text_column
+        self.batch_size, self.block_contexts, self.forward_batch = batch_size, block_contexts, forward_batch
+        self.seed, self.device = seed, device
+        self.stop_at_layer = max(hook_layer(h) for h in self.hooks.values()) + 1
+        self.cache = None if cache_dir is None else ShardCache(cache_dir, self._description())
+        self.block, self.served, self.carry = 0, 0, None
+        self._contexts, self._next_context = None, 0
+        self._memo: tuple[int, dict[str, torch.Tensor]] | None = None  # the last block, kept for reuse
+
+    def _description(self) -> dict:
+        return {"model": getattr(self.model, "spec", type(self.model).__name__), "hooks": self.hooks,
+                "source": self.source, "split": self.split, "n_ctx": self.n_ctx, "block_contexts": self.block_contexts}
+
+    # --- harvesting --------------------------------------------------------
+    @torch.no_grad()
+    def harvest(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Activations at every hook for the non-BOS positions of `tokens` [n, n_ctx] -> {name: [rows, d]}."""
+        out: dict[str, list[torch.Tensor]] = {k: [] for k in self.hooks}
+        for chunk in tokens.split(self.forward_batch):
+            chunk = chunk.to(self.device)
+            _, cache = self.model.run_with_cache(chunk, names_filter=list(set(self.hooks.values())),
+                                                 stop_at_layer=self.stop_at_layer)
+            mask = token_mask(self.model, chunk)
+            for key, hook in self.hooks.items():
+                act = cache[hook]
+                act = act.reshape(*act.shape[:2], -1)[mask]
+                if not torch.isfinite(act).all():
+                    raise ValueError(f"Non-finite activations at {hook}; check the model's dtype (try --dtype float32).")
+                out[key].append(act.float())
+        return {k: torch.cat(v) for k, v in out.items()}
+
+    def _block_tokens(self, block: int) -> torch.Tensor:
+        start = block * self.block_contexts
+        if self._contexts is None or self._next_context != start:
+            self._contexts, self._next_context = self._cycle(), 0
+            for _ in islice(self._contexts, start):
+                self._next_context += 1
+        tokens = torch.stack(list(islice(self._contexts, self.block_contexts)))
+        self._next_context += len(tokens)
+        return tokens
+
+    def _cycle(self) -> Iterator[torch.Tensor]:
+        epoch = 0
+        while True:
+            empty = True
+            for ctx in iter_contexts(self.model, self.source, self.split, self.n_ctx, self.text_column):
+                empty = False
+                yield ctx
+            if empty:
+                raise ValueError(f"{self.source} ({self.split}) has no context of {self.n_ctx} tokens.")
+            epoch += 1
+            tqdm.write(f"[interp] {self.source} ({self.split}) exhausted; starting pass {epoch + 1} over it.")
+
+    def block_rows(self, block: int) -> dict[str, torch.Tensor]:
+        """All activations of one block, shuffled deterministically, read from the cache when present."""
+        if self._memo is not None and self._memo[0] == block:
+            return self._memo[1]
+        if self.cache is not None and block in self.cache:
+            rows = self.cache.read(block)
+        else:
+            rows = self.harvest(self._block_tokens(block))
+            if self.cache is not None:
+                self.cache.write(block, rows)
+        self._memo = (block, rows)
+        return rows
+
+    # --- serving -----------------------------------------------------------
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        while True:
+            pool = self.block_rows(self.block)
+            if self.carry is not None:
+                pool = {k: torch.cat([self.carry[k], v]) for k, v in pool.items()}
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.block)
+            order = torch.randperm(len(next(iter(pool.values()))), generator=g)
+            n_batches = len(order) // self.batch_size
+            for i in range(self.served, n_batches):
+                idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+                self.served = i + 1
+                yield {k: v[idx].to(self.device) for k, v in pool.items()}
+            rest = order[n_batches * self.batch_size:]
+            self.carry = {k: v[rest] for k, v in pool.items()}
+            self.block, self.served = self.block + 1, 0
+
+    def state_dict(self) -> dict:
+        """Where the stream stands; tensors under "carry." are the rows carried into the current block."""
+        return {"block": self.block, "served": self.served}
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return {} if self.carry is None else {f"carry.{k}": v for k, v in self.carry.items()}
+
+    def load_state(self, state: dict, tensors: dict[str, torch.Tensor]) -> None:
+        self.block, self.served = int(state["block"]), int(state["served"])
+        carry = {k[len("carry."):]: v for k, v in tensors.items() if k.startswith("carry.")}
+        self.carry = carry or None
+
+    def norm_scales(self) -> dict[str, float]:
+        """Per hook, the factor that brings the mean activation norm to sqrt(d) (measured on block 0)."""
+        rows = self.block_rows(0)
+        return {k: (v.shape[1] ** 0.5) / v.norm(dim=1).mean().item() for k, v in rows.items()}

@@ -1,0 +1,169 @@
+"""The `interp` command line: a thin layer over the Python API.
+
+  interp train [options]      train one or several dictionaries, write run folders
+  interp eval RUN_DIR [...]   recompute metrics.json for saved dictionaries
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from pathlib import Path
+
+DEFAULT_HOOK = "blocks.6.hook_resid_post"
+
+
+def _list(kind):
+    return lambda text: [kind(v) for v in text.split(",")]
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source", default="shakespeare", help="text: 'shakespeare' (embedded), a local .txt/.jsonl/.parquet/.arrow file or folder, or a hub dataset name[:config]")
+    p.add_argument("--text-column", default="text", help="column holding the text in dataset files")
+    p.add_argument("--n-ctx", type=int, default=128, help="tokens per context (first is BOS)")
+    p.add_argument("--eval-contexts", type=int, default=64, help="held-out contexts used for metrics")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="model dtype")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="interp", description="Sparse dictionaries and circuits on TransformerLens models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train SAEs on a model's activations (defaults: TopK on the embedded SmolLM2-135M)",
+                       description="Train one dictionary, or a sweep (comma-separated --k/--l1-coeff/--l0-coeff/--width) "
+                                   "from a single activation stream. Writes cfg.json, sae.safetensors, metrics.json, density.html.")
+    t.add_argument("--model", default="embedded", help="'embedded', a local HF folder, a .gguf file, 'tiny', or a TransformerLens name")
+    t.add_argument("--hook", default=DEFAULT_HOOK, help="hook point to read (TransformerLens name)")
+    t.add_argument("--arch", default="topk", choices=["relu", "topk", "batchtopk", "jumprelu"])
+    t.add_argument("--width", type=_list(int), default=None, help="latents (default 8 x d_in)")
+    t.add_argument("--k", type=_list(int), default=[32], help="active latents per token (topk, batchtopk)")
+    t.add_argument("--l1-coeff", type=_list(float), default=[5.0], help="L1 coefficient (relu)")
+    t.add_argument("--l0-coeff", type=_list(float), default=[0.01], help="L0 coefficient (jumprelu)")
+    t.add_argument("--bandwidth", type=float, default=0.05, help="JumpReLU straight-through bandwidth")
+    t.add_argument("--aux-k", type=int, default=None, help="AuxK latents for dead latents (default d_in/2 for topk/batchtopk, 0 otherwise)")
+    t.add_argument("--tokens", type=int, default=400_000, help="training tokens")
+    t.add_argument("--batch-size", type=int, default=4096, help="tokens per step")
+    t.add_argument("--lr", type=float, default=4e-4)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints")
+    t.add_argument("--cache-dir", default=None, help="cache harvested activations here (reused across runs)")
+    t.add_argument("--autocast", action="store_true", help="bf16 autocast for the dictionary on CUDA")
+    t.add_argument("--out", default=None, help="run folder (default runs/<arch>-<hook>)")
+    t.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    t.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+    _common(t)
+
+    e = sub.add_parser("eval", help="recompute metrics.json for saved run folders",
+                       description="Evaluate saved dictionaries on held-out text and rewrite metrics.json and density.html.")
+    e.add_argument("runs", nargs="+", help="run folders (with cfg.json and sae.safetensors)")
+    e.add_argument("--model", default=None, help="override the model recorded in cfg.json")
+    e.add_argument("--split", default="validation")
+    _common(e)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"train": _train, "eval": _eval}[args.command](args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - the CLI turns known failures into one clear line
+        from interp.checkpoint import TrainingInterrupted
+
+        if isinstance(err, TrainingInterrupted):
+            print(str(err), file=sys.stderr)
+            return 130
+        if isinstance(err, (ValueError, FileNotFoundError, FileExistsError, ModuleNotFoundError)):
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _sweep(args, d_in: int) -> list[tuple[str, dict]]:
+    """(name, config fields) for every combination of the comma-separated flags."""
+    widths = args.width or [8 * d_in]
+    knob = {"relu": ("l1_coeff", args.l1_coeff), "jumprelu": ("l0_coeff", args.l0_coeff)}.get(args.arch, ("k", args.k))
+    out = []
+    for width, value in itertools.product(widths, knob[1]):
+        name = "-".join(p for p, many in ((f"w{width}", len(widths) > 1), (f"{knob[0]}{value:g}", len(knob[1]) > 1)) if many)
+        out.append((name, {"d_dict": width, knob[0]: value}))
+    return out
+
+
+def _prepare_out(args) -> Path:
+    out = Path(args.out or f"runs/{args.arch}-{args.hook}")
+    if args.resume:
+        return out
+    if (out / "checkpoint.safetensors").exists() and not args.overwrite:
+        raise FileExistsError(f"{out} already holds a run. Use --resume to continue it, --overwrite to replace it, or --out elsewhere.")
+    return out
+
+
+def _train(args) -> int:
+    import torch
+
+    import saes  # noqa: F401 - registers the architectures
+    from interp.activations import ActivationStore
+    from interp.data import take_contexts
+    from interp.dictionary import DictionaryConfig, architecture
+    from interp.model import load_model
+    from interp.runs import train_and_save
+    from interp.train import TrainConfig
+
+    out = _prepare_out(args)
+    model = load_model(args.model, args.device, getattr(torch, args.dtype))
+    store = ActivationStore(model, {"x": args.hook}, source=args.source, n_ctx=args.n_ctx, batch_size=args.batch_size,
+                            seed=args.seed, device=args.device, cache_dir=args.cache_dir, text_column=args.text_column)
+    d_in = store.block_rows(0)["x"].shape[1]
+    train_cfg = TrainConfig(tokens=args.tokens, lr=args.lr, seed=args.seed, checkpoint_every=args.checkpoint_every,
+                            autocast=args.autocast)
+    aux_k = args.aux_k if args.aux_k is not None else (d_in // 2 if args.arch in ("topk", "batchtopk") else 0)
+    training = {"source": args.source, "split": "train", "n_ctx": args.n_ctx, "tokens": train_cfg.steps(args.batch_size) * args.batch_size,
+                "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}
+    base = DictionaryConfig(arch=args.arch, d_in=d_in, d_dict=8 * d_in, hook_in=args.hook, model=args.model, aux_k=aux_k,
+                            dead_tokens=max(args.batch_size, args.tokens // 10), bandwidth=args.bandwidth, training=training)
+    sweep = _sweep(args, d_in)
+    torch.manual_seed(args.seed)
+    dictionaries = [architecture(args.arch)(base.replace(**fields)) for _, fields in sweep]
+    eval_tokens = take_contexts(model, args.source, "validation", args.n_ctx, args.eval_contexts, text_column=args.text_column)
+    folders = train_and_save(model, store, dictionaries, train_cfg, out, eval_tokens, names=[n for n, _ in sweep], resume=args.resume)
+    for folder in folders:
+        print(f"{folder}: {json.dumps(_headline(folder))}")
+    return 0
+
+
+def _headline(folder: Path) -> dict:
+    from interp.runs import read_metrics
+
+    m = read_metrics(folder)
+    return {k: round(m[k], 4) for k in ("l0", "fvu", "ce_recovered", "kl_spliced", "dead_fraction")}
+
+
+def _eval(args) -> int:
+    import torch
+
+    import saes  # noqa: F401
+    from interp.data import take_contexts
+    from interp.dictionary import Dictionary
+    from interp.evals import evaluate
+    from interp.model import load_model
+    from interp.runs import write_metrics
+
+    models = {}
+    for run in args.runs:
+        d = Dictionary.load(run, args.device)
+        spec = args.model or d.cfg.model
+        if spec not in models:
+            models[spec] = load_model(spec, args.device, getattr(torch, args.dtype))
+        model = models[spec]
+        tokens = take_contexts(model, args.source, args.split, args.n_ctx, args.eval_contexts, text_column=args.text_column)
+        metrics, density = evaluate(model, d, tokens)
+        metrics["tokens_trained"] = d.cfg.training.get("tokens", 0)
+        write_metrics(Path(run), metrics, density)
+        print(f"{run}: {json.dumps(_headline(Path(run)))}")
+    return 0

@@ -1,0 +1,246 @@
+"""The dictionary protocol every SAE and transcoder satisfies, and its file format.
+
+A dictionary maps activations x [batch, d_in] to codes [batch, d_dict] and
+back to y [batch, d_out]:  codes = act(pre), pre = (x - b_dec) W_enc + b_enc
+(SAEs subtract b_dec; transcoders do not), y = codes W_dec + b_dec.
+Architectures subclass `Dictionary` and override only what makes them
+different: `activation`, `sparsity_loss`, and optionally `init_from_data`.
+They register under a name so saved files load without the caller knowing
+the class; third-party architectures register through the
+`interp.dictionaries` entry-point group.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from interp import __version__
+from interp.config import from_dict, load_json, save_json, to_dict
+
+CFG_FILE = "cfg.json"
+WEIGHTS_FILE = "sae.safetensors"
+
+
+@dataclass(frozen=True)
+class DictionaryConfig:
+    """Everything needed to rebuild a dictionary and to know what it reads and writes."""
+
+    arch: str
+    d_in: int
+    d_dict: int
+    d_out: int = 0  # 0: same as d_in
+    hook_in: str = ""
+    hook_out: str = ""  # "": same as hook_in
+    model: str = ""
+    k: int = 0  # TopK / BatchTopK: active latents per token
+    l1_coeff: float = 0.0  # ReLU: decoder-norm-weighted L1 coefficient
+    l0_coeff: float = 0.0  # JumpReLU: L0 coefficient
+    bandwidth: float = 0.001  # JumpReLU: straight-through estimator bandwidth
+    threshold_init: float = 0.001  # JumpReLU: initial threshold
+    aux_k: int = 0  # AuxK: latents used to model the residual with dead latents (0: off)
+    aux_coeff: float = 1 / 32
+    dead_tokens: int = 1_000_000  # a latent silent for this many tokens counts as dead
+    subtract_b_dec: bool = True  # SAEs centre inputs by b_dec; transcoders do not
+    dtype: str = "float32"
+    training: dict = field(default_factory=dict)  # what it was trained on: source, tokens, seed, ...
+    version: str = __version__
+
+    def __post_init__(self):
+        if self.d_out == 0:
+            object.__setattr__(self, "d_out", self.d_in)
+        if self.hook_out == "":
+            object.__setattr__(self, "hook_out", self.hook_in)
+        for name in ("d_in", "d_dict", "d_out"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}.")
+        if self.dtype not in ("float32", "float64", "bfloat16", "float16"):
+            raise ValueError(f"dtype {self.dtype!r} is not one of float32, float64, bfloat16, float16.")
+
+    def replace(self, **changes) -> DictionaryConfig:
+        return dataclasses.replace(self, **changes)
+
+
+_REGISTRY: dict[str, type[Dictionary]] = {}
+
+
+def register(name: str):
+    """Class decorator: make an architecture loadable by its `arch` name."""
+
+    def wrap(cls):
+        cls.arch = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def architecture(name: str) -> type[Dictionary]:
+    """The class registered as `name`, looking in installed entry points if needed."""
+    if name not in _REGISTRY:
+        for ep in importlib.metadata.entry_points(group="interp.dictionaries"):
+            if ep.name == name:
+                ep.load()
+    if name not in _REGISTRY:
+        raise ValueError(f"Unknown architecture {name!r}; registered: {sorted(_REGISTRY) or 'none (is saes installed?)'}.")
+    return _REGISTRY[name]
+
+
+class Dictionary(nn.Module):
+    """Base class: parameters, encode/decode, the reconstruction loss, save/load."""
+
+    arch: ClassVar[str] = ""
+    unit_norm_decoder: ClassVar[bool] = True  # False: decoder norms are folded on save instead
+
+    def __init__(self, cfg: DictionaryConfig):
+        super().__init__()
+        self.validate(cfg)
+        self.cfg = cfg
+        dtype = getattr(torch, cfg.dtype)
+        self.W_enc = nn.Parameter(torch.zeros(cfg.d_in, cfg.d_dict, dtype=dtype))
+        self.b_enc = nn.Parameter(torch.zeros(cfg.d_dict, dtype=dtype))
+        self.W_dec = nn.Parameter(torch.zeros(cfg.d_dict, cfg.d_out, dtype=dtype))
+        self.b_dec = nn.Parameter(torch.zeros(cfg.d_out, dtype=dtype))
+
+    @classmethod
+    def validate(cls, cfg: DictionaryConfig) -> None:
+        """Raise if `cfg` lacks what this architecture needs."""
+
+    d_in = property(lambda self: self.cfg.d_in)
+    d_out = property(lambda self: self.cfg.d_out)
+    d_dict = property(lambda self: self.cfg.d_dict)
+
+    # --- the forward pass -------------------------------------------------
+    def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
+        """[batch, d_in] -> [batch, d_dict]"""
+        if self.cfg.subtract_b_dec:
+            x = x - self.b_dec
+        return x @ self.W_enc + self.b_enc
+
+    def activation(self, pre: torch.Tensor) -> torch.Tensor:
+        """Pre-activations -> codes, both [batch, d_dict]."""
+        raise NotImplementedError
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.pre_acts(x))
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """[batch, d_dict] -> [batch, d_out]"""
+        return codes @ self.W_dec + self.b_dec
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+    # --- training ---------------------------------------------------------
+    def training_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(pre, codes, reconstruction) in training mode; BatchTopK overrides the codes."""
+        pre = self.pre_acts(x)
+        codes = self.activation(pre)
+        return pre, codes, self.decode(codes)
+
+    def sparsity_loss(self, pre: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        return pre.new_zeros(())
+
+    @torch.no_grad()
+    def init_from_data(self, x: torch.Tensor, target: torch.Tensor, generator: torch.Generator) -> None:
+        """Random unit decoder rows, encoder = decoder transpose, b_dec = mean target."""
+        W = torch.randn(self.d_dict, self.d_out, generator=generator, dtype=torch.float64)
+        W = W / W.norm(dim=1, keepdim=True)
+        self.W_dec.copy_(W.to(self.W_dec.dtype))
+        if self.d_in == self.d_out:
+            self.W_enc.copy_(self.W_dec.T)
+        else:
+            W_enc = torch.randn(self.d_in, self.d_dict, generator=generator, dtype=torch.float64)
+            self.W_enc.copy_((W_enc / W_enc.norm(dim=0, keepdim=True)).to(self.W_enc.dtype))
+        self.b_dec.copy_(target.double().mean(0).to(self.b_dec.dtype))
+
+    # --- folding for export -----------------------------------------------
+    @torch.no_grad()
+    def fold_scales(self, scale_in: float, scale_out: float) -> None:
+        """The dictionary was trained on x*scale_in -> y*scale_out; make it act on raw x and y.
+
+        pre((x*s_in)) uses (x*s_in - b_dec) W_enc; for SAEs s_in == s_out so
+        b_dec/s_out and W_enc*s_in give identical pre-activations.
+        """
+        self.W_enc.mul_(scale_in)
+        self.W_dec.div_(scale_out)
+        self.b_dec.div_(scale_out)
+
+    @torch.no_grad()
+    def fold_decoder_norms(self) -> None:
+        """Rescale latents so decoder rows have unit norm; codes scale inversely, output unchanged."""
+        norms = self.W_dec.norm(dim=1).clamp_min(1e-12)
+        self.W_dec.div_(norms[:, None])
+        self.W_enc.mul_(norms)
+        self.b_enc.mul_(norms)
+        self._scale_thresholds(norms)
+
+    def _scale_thresholds(self, norms: torch.Tensor) -> None:
+        """Architectures with per-latent thresholds rescale them with the latents."""
+
+    def exported(self, scale_in: float = 1.0, scale_out: float = 1.0) -> Dictionary:
+        """A copy acting on raw activations, with unit decoder rows."""
+        out = type(self)(self.cfg)
+        out.load_state_dict(self.state_dict())
+        out.fold_scales(scale_in, scale_out)
+        if not self.unit_norm_decoder:
+            out.fold_decoder_norms()
+        return out
+
+    # --- files -------------------------------------------------------------
+    def save(self, folder: str | Path) -> Path:
+        """Write cfg.json and sae.safetensors (weights only) into `folder`."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        tmp = folder / (WEIGHTS_FILE + ".tmp")
+        save_file(tensors, tmp, metadata={"format": "interp", "arch": self.arch})
+        tmp.replace(folder / WEIGHTS_FILE)
+        save_json(self.cfg, folder / CFG_FILE)
+        return folder
+
+    @staticmethod
+    def load(folder: str | Path, device: str = "cpu") -> Dictionary:
+        """Load any registered architecture saved by `save`; fails clearly on bad files."""
+        folder = Path(folder)
+        cfg = read_config(folder / CFG_FILE)
+        model = architecture(cfg.arch)(cfg)
+        model.load_state_dict(read_weights(folder / WEIGHTS_FILE, model.state_dict()))
+        return model.to(device)
+
+
+def read_config(path: Path) -> DictionaryConfig:
+    data = load_json(path)
+    if "arch" not in data:
+        raise ValueError(f"{path}: missing field 'arch'; not a dictionary config written by interp.")
+    return from_dict(DictionaryConfig, data, source=str(path))
+
+
+def read_weights(path: Path, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Read a safetensors file and check its names, shapes and values against `expected`."""
+    try:
+        tensors = load_file(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} not found.") from None
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"{path} is not a readable safetensors file (truncated or foreign?): {err}") from None
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    if missing or extra:
+        raise ValueError(f"{path}: tensor names do not match the config (missing {missing}, unexpected {extra}).")
+    for name, ref in expected.items():
+        if tensors[name].shape != ref.shape:
+            raise ValueError(f"{path}: {name} has shape {tuple(tensors[name].shape)}, config implies {tuple(ref.shape)}.")
+        if not torch.isfinite(tensors[name].float()).all():
+            raise ValueError(f"{path}: {name} contains NaN or inf.")
+    return {k: v.to(expected[k].dtype) for k, v in tensors.items()}
+

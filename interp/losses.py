@@ -1,0 +1,42 @@
+"""Training pieces every architecture shares: the reconstruction loss, AuxK for
+dead latents, and the unit-norm decoder constraint."""
+
+from __future__ import annotations
+
+import torch
+
+
+def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Squared error summed over dimensions, averaged over tokens ([batch, d] -> scalar)."""
+    return (recon - target).pow(2).sum(-1).mean()
+
+
+def auxk_loss(pre: torch.Tensor, W_dec: torch.Tensor, residual: torch.Tensor, dead: torch.Tensor, k_aux: int) -> torch.Tensor:
+    """AuxK (Gao et al. 2024, appendix A.2): reconstruct the residual with the top
+    `k_aux` dead latents, normalised by the residual's variance.
+
+    pre [batch, d_dict], W_dec [d_dict, d_out], residual = target - recon [batch, d_out], dead [d_dict] bool.
+    """
+    n_dead = int(dead.sum())
+    if n_dead == 0:
+        return pre.new_zeros(())
+    k = min(k_aux, n_dead)
+    masked = torch.where(dead, pre, torch.full_like(pre, -torch.inf))
+    values, indices = masked.topk(k, dim=-1, sorted=False)
+    codes = torch.zeros_like(pre).scatter_(-1, indices, torch.relu(values))
+    residual = residual.detach()
+    error = (codes @ W_dec - residual).pow(2).sum(-1).mean()
+    scale = (residual - residual.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
+    return torch.nan_to_num(error / scale, nan=0.0)
+
+
+@torch.no_grad()
+def remove_parallel_grad(W_dec: torch.nn.Parameter) -> None:
+    """Project out the gradient component along each (unit) decoder row, so Adam moves along the sphere."""
+    if W_dec.grad is not None:
+        W_dec.grad -= (W_dec.grad * W_dec).sum(-1, keepdim=True) * W_dec
+
+
+@torch.no_grad()
+def normalize_rows(W_dec: torch.nn.Parameter) -> None:
+    W_dec /= W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12)

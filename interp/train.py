@@ -1,0 +1,168 @@
+"""One training loop for every dictionary, and for several at once: each batch
+of activations is served to every dictionary, so a sweep costs one model pass.
+
+Adam with linear warm-up and a linear decay over the last `decay_fraction` of
+steps, gradient clipping, a unit-norm decoder (for architectures that want
+it), AuxK on latents dead for `dead_tokens` tokens, bf16 autocast on CUDA, an
+atomic checkpoint every `checkpoint_every` steps and on SIGINT/SIGTERM, and
+exact resume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from interp.activations import ActivationStore
+from interp.checkpoint import TrainingInterrupted, load_checkpoint, save_checkpoint, stop_on_signals
+from interp.config import to_dict
+from interp.dictionary import Dictionary
+from interp.losses import auxk_loss, normalize_rows, reconstruction_loss, remove_parallel_grad
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    tokens: int = 500_000
+    lr: float = 4e-4
+    warmup_steps: int = 50
+    decay_fraction: float = 0.2
+    grad_clip: float = 1.0
+    checkpoint_every: int = 100
+    seed: int = 0
+    autocast: bool = False  # bf16 autocast for the dictionary on CUDA
+
+    def steps(self, batch_size: int) -> int:
+        return max(1, self.tokens // batch_size)
+
+    def lr_at(self, step: int, n_steps: int) -> float:
+        warm = min(1.0, (step + 1) / max(1, self.warmup_steps))
+        decay_start = int(n_steps * (1 - self.decay_fraction))
+        decay = 1.0 if step < decay_start else max(0.0, (n_steps - step) / max(1, n_steps - decay_start))
+        return self.lr * warm * decay
+
+
+class Trainee:
+    """One dictionary with its optimizer and its count of tokens since each latent fired."""
+
+    def __init__(self, dictionary: Dictionary, cfg: TrainConfig):
+        self.dictionary = dictionary
+        self.optimizer = torch.optim.Adam(dictionary.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+        self.since_fired = torch.zeros(dictionary.d_dict, dtype=torch.long)
+
+    def step(self, x: torch.Tensor, target: torch.Tensor, lr: float, cfg: TrainConfig) -> dict[str, float]:
+        d = self.dictionary
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.autocast and x.is_cuda):
+            pre, codes, recon = d.training_forward(x)
+            mse = reconstruction_loss(recon.float(), target)
+            sparsity = d.sparsity_loss(pre, codes)
+            dead = self.since_fired.to(x.device) >= d.cfg.dead_tokens
+            aux = auxk_loss(pre, d.W_dec, target - recon.float(), dead, d.cfg.aux_k) if d.cfg.aux_k else mse.new_zeros(())
+            loss = mse + sparsity + d.cfg.aux_coeff * aux
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if d.unit_norm_decoder:
+            remove_parallel_grad(d.W_dec)
+        torch.nn.utils.clip_grad_norm_(d.parameters(), cfg.grad_clip)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
+        if d.unit_norm_decoder:
+            normalize_rows(d.W_dec)
+        fired = (codes != 0).any(0).cpu()
+        self.since_fired = torch.where(fired, 0, self.since_fired + len(x))
+        return {"loss": loss.item(), "mse": mse.item(), "l0": (codes != 0).sum(-1).float().mean().item()}
+
+    def tensors(self, i: int) -> dict[str, torch.Tensor]:
+        out = {f"d{i}.{k}": v for k, v in self.dictionary.state_dict().items()}
+        out[f"d{i}.since_fired"] = self.since_fired
+        for pid, slots in self.optimizer.state_dict()["state"].items():
+            out.update({f"opt{i}.{pid}.{k}": torch.as_tensor(v) for k, v in slots.items()})
+        return out
+
+    def load(self, i: int, tensors: dict[str, torch.Tensor]) -> None:
+        prefix = f"d{i}."
+        own = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        self.since_fired = own.pop("since_fired")
+        self.dictionary.load_state_dict(own)
+        state = self.optimizer.state_dict()
+        for key, value in tensors.items():
+            if key.startswith(f"opt{i}."):
+                _, pid, slot = key.split(".")
+                state["state"].setdefault(int(pid), {})[slot] = value
+        self.optimizer.load_state_dict(state)
+
+
+def train(dictionaries: list[Dictionary], store: ActivationStore, cfg: TrainConfig, out_dir: str | Path,
+          input_key: str = "x", target_key: str | None = None, resume: bool = False) -> list[Dictionary]:
+    """Train every dictionary on the same stream; return them folded to act on raw activations.
+
+    The checkpoint lives in `out_dir`; pass `resume=True` to continue from it.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target_key = target_key or input_key
+    _check_widths(dictionaries, store, input_key, target_key)
+    scales = store.norm_scales()
+    scale_in, scale_out = scales[input_key], scales[target_key]
+    trainees = [Trainee(d, cfg) for d in dictionaries]
+    n_steps = cfg.steps(store.batch_size)
+    header = {"train": to_dict(cfg), "dictionaries": [to_dict(d.cfg) for d in dictionaries], "batch_size": store.batch_size}
+    if resume:
+        step = _restore(out_dir, header, trainees, store)
+    else:
+        step = 0
+        first = next(iter(store))
+        store.load_state({"block": 0, "served": 0}, {})  # initialisation does not consume training data
+        for d in dictionaries:  # the same seed for each, so a sweep's members match their solo runs
+            g = torch.Generator().manual_seed(cfg.seed)
+            d.init_from_data(first[input_key].cpu() * scale_in, first[target_key].cpu() * scale_out, g)
+
+    def checkpoint():
+        state = {**header, "step": step, "store": store.state_dict()}
+        tensors = {k: v for i, t in enumerate(trainees) for k, v in t.tensors(i).items()}
+        save_checkpoint(out_dir, state, {**tensors, **store.state_tensors()})
+
+    bar = tqdm(total=n_steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
+    stream = iter(store)
+    with stop_on_signals() as stop:
+        while step < n_steps:
+            batch = next(stream)
+            x, target = batch[input_key] * scale_in, batch[target_key] * scale_out
+            logs = [t.step(x, target, cfg.lr_at(step, n_steps), cfg) for t in trainees]
+            step += 1
+            bar.update(1)
+            bar.set_postfix(mse=f"{logs[0]['mse']:.3g}", l0=f"{logs[0]['l0']:.1f}")
+            if stop.requested:
+                checkpoint()
+                bar.close()
+                raise TrainingInterrupted(f"Stopped at step {step}/{n_steps}; checkpoint in {out_dir}. Resume with --resume.")
+            if step % cfg.checkpoint_every == 0 and step < n_steps:
+                checkpoint()
+    bar.close()
+    checkpoint()
+    return [d.exported(scale_in, scale_out) for d in dictionaries]
+
+
+def _check_widths(dictionaries, store, input_key, target_key):
+    sample = store.block_rows(0)
+    for d in dictionaries:
+        for key, width, role in ((input_key, d.d_in, "d_in"), (target_key, d.d_out, "d_out")):
+            if sample[key].shape[1] != width:
+                raise ValueError(f"{role}={width} does not match {store.hooks[key]}, whose activations have width "
+                                 f"{sample[key].shape[1]}; set {role} to {sample[key].shape[1]}.")
+
+
+def _restore(out_dir, header, trainees, store) -> int:
+    state, tensors = load_checkpoint(out_dir)
+    for key in ("train", "dictionaries", "batch_size"):
+        if state[key] != header[key]:
+            raise ValueError(f"The checkpoint in {out_dir} was written with a different {key}:\n  saved {state[key]}\n"
+                             f"  now   {header[key]}\nResume with the same settings, or use a new output folder.")
+    for i, t in enumerate(trainees):
+        t.load(i, tensors)
+    store.load_state(state["store"], tensors)
+    return int(state["step"])
+

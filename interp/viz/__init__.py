@@ -1,0 +1,1 @@
+"""Plotly figures drawn from data the analyses return (never computed here)."""

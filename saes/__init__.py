@@ -1,0 +1,11 @@
+"""Sparse autoencoders. Importing this package registers every architecture.
+
+ReLU+L1 (`relu`), TopK (`topk`), BatchTopK (`batchtopk`), JumpReLU (`jumprelu`).
+"""
+
+from saes.batchtopk import BatchTopKSAE
+from saes.jumprelu import JumpReLUSAE
+from saes.relu import ReLUSAE
+from saes.topk import TopKSAE
+
+__all__ = ["ReLUSAE", "TopKSAE", "BatchTopKSAE", "JumpReLUSAE"]

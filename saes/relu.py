@@ -1,0 +1,24 @@
+"""ReLU SAE with an L1 penalty weighted by decoder norms (Anthropic, "Towards
+Monosemanticity" and the April 2024 update): loss = ||x - x_hat||^2 +
+l1_coeff * sum_i f_i ||W_dec_i||. Decoder norms are free during training and
+folded into the latents on save."""
+
+import torch
+
+from interp.dictionary import Dictionary, register
+
+
+@register("relu")
+class ReLUSAE(Dictionary):
+    unit_norm_decoder = False
+
+    @classmethod
+    def validate(cls, cfg):
+        if cfg.l1_coeff <= 0:
+            raise ValueError(f"relu SAEs need l1_coeff > 0, got {cfg.l1_coeff}.")
+
+    def activation(self, pre):
+        return torch.relu(pre)
+
+    def sparsity_loss(self, pre, codes):
+        return self.cfg.l1_coeff * (codes * self.W_dec.norm(dim=1)).sum(-1).mean()

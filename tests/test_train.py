@@ -1,0 +1,109 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from interp.activations import ActivationStore
+from interp.data import take_contexts
+from interp.dictionary import DictionaryConfig, architecture
+from interp.evals import evaluate
+from interp.train import TrainConfig, train
+
+HOOK = "blocks.1.hook_resid_post"
+
+
+def make_store(model, **kw):
+    return ActivationStore(model, {"x": HOOK}, n_ctx=32, batch_size=128, block_contexts=32, forward_batch=16, **kw)
+
+
+def make(arch, **fields):
+    base = {"topk": {"k": 8, "aux_k": 16, "dead_tokens": 2000}, "batchtopk": {"k": 8, "aux_k": 16},
+            "relu": {"l1_coeff": 0.3}, "jumprelu": {"l0_coeff": 0.05, "bandwidth": 0.05}}[arch]
+    return architecture(arch)(DictionaryConfig(arch=arch, d_in=32, d_dict=128, hook_in=HOOK, **{**base, **fields}))
+
+
+@pytest.mark.parametrize("arch", ["relu", "topk", "batchtopk", "jumprelu"])
+def test_every_architecture_learns(tiny, tmp_path, arch):
+    d = make(arch)
+    (trained,) = train([d], make_store(tiny), TrainConfig(tokens=128 * 150, lr=3e-3, warmup_steps=10), tmp_path)
+    metrics, _ = evaluate(tiny, trained, take_contexts(tiny, "shakespeare", "validation", 32, 8))
+    assert metrics["fvu"] < 0.35, metrics
+    assert metrics["ce_recovered"] > 0.5, metrics
+    if arch == "topk":
+        assert abs(metrics["l0"] - 8) < 1
+
+
+def test_sweep_members_equal_their_solo_runs(tiny, tmp_path):
+    cfg = TrainConfig(tokens=128 * 12, lr=1e-3, checkpoint_every=1000)
+    together = train([make("topk", k=4), make("topk", k=8)], make_store(tiny), cfg, tmp_path / "sweep")
+    alone = train([make("topk", k=8)], make_store(tiny), cfg, tmp_path / "solo")
+    assert torch.equal(together[1].W_dec, alone[0].W_dec) and torch.equal(together[1].W_enc, alone[0].W_enc)
+    assert not torch.equal(together[0].W_dec, together[1].W_dec)
+
+
+def test_checkpoint_resume_equals_uninterrupted(tiny, tmp_path):
+    cfg = TrainConfig(tokens=128 * 20, lr=1e-3, checkpoint_every=7)
+    full = train([make("topk")], make_store(tiny), cfg, tmp_path / "full")[0]
+    # a run whose process died after step 14: only its checkpoint survives
+    cut = TrainConfig(tokens=128 * 20, lr=1e-3, checkpoint_every=7)
+    store = make_store(tiny)
+    import interp.train as t
+
+    class Crash(Exception):
+        pass
+
+    original = t.Trainee.step
+    calls = {"n": 0}
+
+    def crashing(self, *a):
+        calls["n"] += 1
+        if calls["n"] > 16:
+            raise Crash
+        return original(self, *a)
+
+    t.Trainee.step = crashing
+    try:
+        with pytest.raises(Crash):
+            train([make("topk")], store, cut, tmp_path / "cut")
+    finally:
+        t.Trainee.step = original
+    resumed = train([make("topk")], make_store(tiny), cut, tmp_path / "cut", resume=True)[0]
+    assert torch.equal(resumed.W_dec, full.W_dec) and torch.equal(resumed.b_enc, full.b_enc)
+
+
+def test_resume_refuses_other_settings(tiny, tmp_path):
+    train([make("topk")], make_store(tiny), TrainConfig(tokens=128 * 3), tmp_path)
+    with pytest.raises(ValueError, match="different dictionaries"):
+        train([make("topk", k=4)], make_store(tiny), TrainConfig(tokens=128 * 3), tmp_path, resume=True)
+
+
+def test_width_mismatch_fails_before_training(tiny, tmp_path):
+    bad = architecture("topk")(DictionaryConfig(arch="topk", d_in=48, d_dict=64, k=4, hook_in=HOOK))
+    with pytest.raises(ValueError, match="d_in=48 does not match blocks.1.hook_resid_post.*32"):
+        train([bad], make_store(tiny), TrainConfig(tokens=128), tmp_path)
+
+
+def test_sigterm_checkpoints_and_resume_matches_uninterrupted(tmp_path):
+    """Kill a real `interp train` process mid-run, resume it, and compare with an uninterrupted run."""
+    args = [sys.executable, "-m", "interp", "train", "--model", "tiny:n_layers=2,d_model=32,n_heads=4,d_mlp=64,n_ctx=64",
+            "--hook", HOOK, "--tokens", str(64 * 1500), "--batch-size", "64", "--n-ctx", "32", "--width", "256", "--k", "8",
+            "--checkpoint-every", "20", "--eval-contexts", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(args + ["--out", str(tmp_path / "full")], check=True, env=env, capture_output=True)
+    proc = subprocess.Popen(args + ["--out", str(tmp_path / "cut")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    ckpt = tmp_path / "cut" / "checkpoint.safetensors"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err.decode()[-2000:]
+    assert b"Resume with --resume" in err and not (tmp_path / "cut" / "sae.safetensors").exists()
+    subprocess.run(args + ["--out", str(tmp_path / "cut"), "--resume"], check=True, env=env, capture_output=True)
+    full, resumed = load_file(tmp_path / "full" / "sae.safetensors"), load_file(tmp_path / "cut" / "sae.safetensors")
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
