@@ -174,11 +174,24 @@ def _from_hf_dir(path: Path, device: str, dtype: torch.dtype) -> HookedTransform
 
     hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(path)
-    cfg = loading.get_pretrained_model_config(str(path), device=device, dtype=dtype, fold_ln=False)
-    state = loading.get_pretrained_state_dict(str(path), cfg, hf_model=hf, dtype=dtype)
+    name = str(_neutral_path(path))
+    cfg = loading.get_pretrained_model_config(name, device=device, dtype=dtype, fold_ln=False)
+    state = loading.get_pretrained_state_dict(name, cfg, hf_model=hf, dtype=dtype)
     model = HookedTransformer(cfg, tokenizer=tok, move_to_device=False)
     model.load_and_process_state_dict(
         state, fold_ln=False, center_writing_weights=False, center_unembed=False,
         fold_value_biases=False, refactor_factored_attn_matrices=False,
     )
     return model.to(device)
+
+
+def _neutral_path(path: Path) -> Path:
+    """TransformerLens guesses an architecture from "llama" in a path and then ignores config.json;
+    give such folders a neutral name through a symlink in the cache."""
+    if "llama" not in str(path.resolve()).lower():
+        return path
+    link = cache_dir() / "links" / hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not link.is_symlink():
+        link.symlink_to(path.resolve(), target_is_directory=True)
+    return link

@@ -1,0 +1,60 @@
+import json
+import subprocess
+import sys
+
+import pytest
+from safetensors.torch import load_file
+
+from interp.cli import main
+
+TINY = "tiny:n_layers=2,d_model=32,n_heads=4,d_mlp=64,n_ctx=64"
+SMALL = ["--model", TINY, "--hook", "blocks.1.hook_resid_post", "--n-ctx", "32", "--batch-size", "128",
+         "--tokens", str(128 * 30), "--eval-contexts", "4", "--lr", "3e-3"]
+METRICS = {"l0", "mse", "fvu", "explained_variance", "cos_sim", "ce_loss_clean", "ce_loss_spliced", "ce_loss_zero_ablation",
+           "ce_recovered", "kl_spliced", "dead_fraction", "dense_fraction", "tokens_trained"}
+
+
+def test_help_documents_every_command(capsys):
+    out = subprocess.run([sys.executable, "-m", "interp", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "train" in out and "eval" in out
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    train_help = capsys.readouterr().out
+    for flag in ("--model", "--hook", "--arch", "--width", "--k", "--l1-coeff", "--tokens", "--batch-size", "--lr",
+                 "--seed", "--device", "--dtype", "--out", "--resume"):
+        assert flag in train_help
+
+
+def test_train_then_eval_reproduces_metrics(tmp_path):
+    assert main(["train", *SMALL, "--out", str(tmp_path / "run")]) == 0
+    run = tmp_path / "run"
+    cfg = json.loads((run / "cfg.json").read_text())
+    assert cfg["arch"] == "topk" and cfg["k"] == 32 and cfg["d_dict"] == 256 and cfg["model"] == TINY
+    assert cfg["hook_in"] == "blocks.1.hook_resid_post" and cfg["training"]["tokens"] == 128 * 30
+    assert set(load_file(run / "sae.safetensors")) == {"W_enc", "b_enc", "W_dec", "b_dec"}
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert METRICS <= set(metrics) and (run / "density.html").stat().st_size > 1000
+    assert main(["eval", str(run), "--n-ctx", "32", "--eval-contexts", "4"]) == 0
+    again = json.loads((run / "metrics.json").read_text())
+    assert all(abs(again[k] - metrics[k]) < 1e-6 for k in METRICS)
+
+
+def test_sweep_writes_one_folder_per_member(tmp_path):
+    assert main(["train", *SMALL, "--arch", "relu", "--l1-coeff", "0.1,1", "--out", str(tmp_path / "sweep")]) == 0
+    for name in ("l1_coeff0.1", "l1_coeff1"):
+        assert json.loads((tmp_path / "sweep" / name / "cfg.json").read_text())["l1_coeff"] == float(name[8:])
+    l0 = [json.loads((tmp_path / "sweep" / n / "metrics.json").read_text())["l0"] for n in ("l1_coeff0.1", "l1_coeff1")]
+    assert l0[0] > l0[1]
+
+
+def test_existing_run_is_not_overwritten(tmp_path, capsys):
+    args = ["train", *SMALL[:-4], "--tokens", "256", "--eval-contexts", "2", "--out", str(tmp_path)]
+    assert main(args) == 0
+    assert main(args) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", [["--hook", "blocks.9.hook_resid_post"], ["--width", "0"]])
+def test_bad_arguments_give_one_clear_line(tmp_path, capsys, bad):
+    assert main(["train", *SMALL, "--out", str(tmp_path / "x"), *bad]) == 2
+    assert capsys.readouterr().err.startswith("error:")

@@ -1,0 +1,65 @@
+import pytest
+import torch
+
+from interp.model import EMBEDDED, load_model, validate_hook
+
+
+def write_hf_checkpoint(folder):
+    """A tiny random Llama checkpoint with its own BPE tokenizer, as `save_pretrained` writes it."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel()
+    tok.train_from_iterator(["to be or not to be, that is the question"] * 20,
+                            trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "</s>"]))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
+    cfg = LlamaConfig(vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, rope_theta=10000.0,
+                      bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    hf = LlamaForCausalLM(cfg).eval()
+    hf.save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return hf
+
+
+@pytest.mark.parametrize("name", ["plain-checkpoint", "my-llama-checkpoint"])
+def test_local_hf_folder_matches_hf_log_probs(tmp_path, name):
+    hf = write_hf_checkpoint(tmp_path / name)
+    model = load_model(str(tmp_path / name))
+    ids = torch.tensor([[1, 5, 9, 20, 7, 30, 3]])
+    with torch.no_grad():
+        ours = model(ids).log_softmax(-1)
+        theirs = hf(ids).logits.log_softmax(-1)
+    assert (ours - theirs).abs().max() < 1e-4
+
+
+def test_bad_model_specs_fail_clearly(tmp_path):
+    with pytest.raises(FileNotFoundError, match="without config.json"):
+        load_model(str(tmp_path))
+    (tmp_path / "weights.bin").write_bytes(b"x")
+    with pytest.raises(ValueError, match="expected a .gguf file"):
+        load_model(str(tmp_path / "weights.bin"))
+    with pytest.raises(FileNotFoundError, match="GGUF file not found"):
+        load_model(str(tmp_path / "missing.gguf"))
+
+
+def test_unknown_hook_suggests_close_names(tiny):
+    with pytest.raises(ValueError, match=r"Closest: blocks\.1\.hook_resid_post"):
+        validate_hook(tiny, "blocks.1.hook_resid_pots")
+
+
+@pytest.mark.slow
+def test_embedded_model_matches_hugging_face():
+    from transformers import AutoModelForCausalLM
+
+    from interp.model import _embedded_hf_dir
+
+    model = load_model(EMBEDDED)
+    hf = AutoModelForCausalLM.from_pretrained(_embedded_hf_dir(), dtype=torch.float32).eval()
+    ids = model.to_tokens("The capital of France is")
+    with torch.no_grad():
+        ours, theirs = model(ids).log_softmax(-1), hf(ids).logits.log_softmax(-1)
+    assert (ours - theirs).abs().max() < 1e-4
+    assert model.tokenizer.decode(ours[0, -1].argmax()) == " Paris"
