@@ -27,7 +27,7 @@ from interp.losses import auxk_loss, normalize_rows, reconstruction_loss, remove
 class TrainConfig:
     tokens: int = 500_000
     lr: float = 4e-4
-    warmup_steps: int = 50
+    warmup_steps: int = 20  # capped at 5% of the run
     decay_fraction: float = 0.2
     grad_clip: float = 1.0
     checkpoint_every: int = 100
@@ -38,7 +38,7 @@ class TrainConfig:
         return max(1, self.tokens // batch_size)
 
     def lr_at(self, step: int, n_steps: int) -> float:
-        warm = min(1.0, (step + 1) / max(1, self.warmup_steps))
+        warm = min(1.0, (step + 1) / max(1, min(self.warmup_steps, n_steps // 20)))
         decay_start = int(n_steps * (1 - self.decay_fraction))
         decay = 1.0 if step < decay_start else max(0.0, (n_steps - step) / max(1, n_steps - decay_start))
         return self.lr * warm * decay
