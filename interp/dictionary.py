@@ -210,8 +210,12 @@ class Dictionary(nn.Module):
 
     @staticmethod
     def load(folder: str | Path, device: str = "cpu") -> Dictionary:
-        """Load any registered architecture saved by `save`; fails clearly on bad files."""
+        """Load any registered architecture saved by `save` (or a SAELens folder); fails clearly on bad files."""
         folder = Path(folder)
+        if not (folder / WEIGHTS_FILE).exists() and (folder / "sae_weights.safetensors").exists():
+            from interp.formats.saelens import load_saelens
+
+            return load_saelens(folder, device)
         cfg = read_config(folder / CFG_FILE)
         model = architecture(cfg.arch)(cfg)
         model.load_state_dict(read_weights(folder / WEIGHTS_FILE, model.state_dict()))
