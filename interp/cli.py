@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(err, TrainingInterrupted):
             print(str(err), file=sys.stderr)
             return 130
-        if isinstance(err, (ValueError, FileNotFoundError, FileExistsError, ModuleNotFoundError)):
+        if isinstance(err, (ValueError, FileNotFoundError, FileExistsError, ModuleNotFoundError, FloatingPointError)):
             print(f"error: {err}", file=sys.stderr)
             return 2
         raise

@@ -61,6 +61,9 @@ class Trainee:
             dead = self.since_fired.to(x.device) >= d.cfg.dead_tokens
             aux = auxk_loss(pre, d.W_dec, target - recon.float(), dead, d.cfg.aux_k) if d.cfg.aux_k else mse.new_zeros(())
             loss = mse + sparsity + d.cfg.aux_coeff * aux
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"The {d.arch} loss is {loss.item()} (mse {mse.item()}, sparsity {sparsity.item()}); "
+                                     "lower --lr or check the activations. The last checkpoint is kept.")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if d.unit_norm_decoder:

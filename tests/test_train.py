@@ -107,3 +107,25 @@ def test_sigterm_checkpoints_and_resume_matches_uninterrupted(tmp_path):
     subprocess.run(args + ["--out", str(tmp_path / "cut"), "--resume"], check=True, env=env, capture_output=True)
     full, resumed = load_file(tmp_path / "full" / "sae.safetensors"), load_file(tmp_path / "cut" / "sae.safetensors")
     assert all(torch.equal(full[k], resumed[k]) for k in full)
+
+
+def test_bad_activations_mid_run_leave_the_checkpoint_intact(tiny, tmp_path):
+    import copy
+
+    model = copy.deepcopy(tiny)
+    store = make_store(model)
+    original = store.block_rows
+
+    def poisoned(block):
+        if block >= 1:
+            with torch.no_grad():
+                model.blocks[0].mlp.W_out[0, 0] = torch.nan
+        return original(block)
+
+    store.block_rows = poisoned
+    with pytest.raises(ValueError, match="Non-finite activations"):
+        train([make("topk")], store, TrainConfig(tokens=128 * 40, checkpoint_every=2), tmp_path)
+    from interp.checkpoint import load_checkpoint
+
+    state, tensors = load_checkpoint(tmp_path)
+    assert state["step"] > 0 and all(torch.isfinite(v.float()).all() for v in tensors.values())
