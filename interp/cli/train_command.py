@@ -1,17 +1,16 @@
-"""The `interp` command line: a thin layer over the Python API.
-
-  interp train [options]      train one or several dictionaries, write run folders
-  interp eval RUN_DIR [...]   recompute metrics.json for saved dictionaries
-"""
+"""`interp train`: train one dictionary or a sweep from one activation stream."""
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
-import sys
 from pathlib import Path
 
+from interp.cli import add_source_arguments, headline
+
+HELP = "train SAEs on a model's activations (defaults: TopK on the embedded SmolLM2-135M)"
+DESCRIPTION = ("Train one dictionary, or a sweep (comma-separated --k/--l1-coeff/--l0-coeff/--width) from a single "
+               "activation stream. Writes cfg.json, sae.safetensors, metrics.json and density.html per run folder.")
 DEFAULT_HOOK = "blocks.6.hook_resid_post"
 
 
@@ -19,22 +18,7 @@ def _list(kind):
     return lambda text: [kind(v) for v in text.split(",")]
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--source", default="shakespeare", help="text: 'shakespeare' (embedded), a local .txt/.jsonl/.parquet/.arrow file or folder, or a hub dataset name[:config]")
-    p.add_argument("--text-column", default="text", help="column holding the text in dataset files")
-    p.add_argument("--n-ctx", type=int, default=128, help="tokens per context (first is BOS)")
-    p.add_argument("--eval-contexts", type=int, default=64, help="held-out contexts used for metrics")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="model dtype")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="interp", description="Sparse dictionaries and circuits on TransformerLens models.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    t = sub.add_parser("train", help="train SAEs on a model's activations (defaults: TopK on the embedded SmolLM2-135M)",
-                       description="Train one dictionary, or a sweep (comma-separated --k/--l1-coeff/--l0-coeff/--width) "
-                                   "from a single activation stream. Writes cfg.json, sae.safetensors, metrics.json, density.html.")
+def add_arguments(t) -> None:
     t.add_argument("--model", default="embedded", help="'embedded', a local HF folder, a .gguf file, 'tiny', or a TransformerLens name")
     t.add_argument("--hook", default=DEFAULT_HOOK, help="hook point to read (TransformerLens name)")
     t.add_argument("--arch", default="topk", choices=["relu", "topk", "batchtopk", "jumprelu"])
@@ -54,34 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default=None, help="run folder (default runs/<arch>-<hook>)")
     t.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     t.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
-    _common(t)
 
-    e = sub.add_parser("eval", help="recompute metrics.json for saved run folders",
-                       description="Evaluate saved dictionaries on held-out text and rewrite metrics.json and density.html.")
-    e.add_argument("runs", nargs="+", help="run folders (with cfg.json and sae.safetensors)")
-    e.add_argument("--model", default=None, help="override the model recorded in cfg.json")
-    e.add_argument("--split", default="validation")
-    _common(e)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return {"train": _train, "eval": _eval}[args.command](args)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except Exception as err:  # noqa: BLE001 - the CLI turns known failures into one clear line
-        from interp.checkpoint import TrainingInterrupted
-
-        if isinstance(err, TrainingInterrupted):
-            print(str(err), file=sys.stderr)
-            return 130
-        if isinstance(err, (ValueError, FileNotFoundError, FileExistsError, ModuleNotFoundError, FloatingPointError)):
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        raise
+    add_source_arguments(t)
 
 
 def _sweep(args, d_in: int) -> list[tuple[str, dict]]:
@@ -104,7 +62,7 @@ def _prepare_out(args) -> Path:
     return out
 
 
-def _train(args) -> int:
+def run(args) -> int:
     import torch
 
     import saes  # noqa: F401 - registers the architectures
@@ -133,37 +91,6 @@ def _train(args) -> int:
     eval_tokens = take_contexts(model, args.source, "validation", args.n_ctx, args.eval_contexts, text_column=args.text_column)
     folders = train_and_save(model, store, dictionaries, train_cfg, out, eval_tokens, names=[n for n, _ in sweep], resume=args.resume)
     for folder in folders:
-        print(f"{folder}: {json.dumps(_headline(folder))}")
+        print(f"{folder}: {json.dumps(headline(folder))}")
     return 0
 
-
-def _headline(folder: Path) -> dict:
-    from interp.runs import read_metrics
-
-    m = read_metrics(folder)
-    return {k: round(m[k], 4) for k in ("l0", "fvu", "ce_recovered", "kl_spliced", "dead_fraction")}
-
-
-def _eval(args) -> int:
-    import torch
-
-    import saes  # noqa: F401
-    from interp.data import take_contexts
-    from interp.dictionary import Dictionary
-    from interp.evals import evaluate
-    from interp.model import load_model
-    from interp.runs import write_metrics
-
-    models = {}
-    for run in args.runs:
-        d = Dictionary.load(run, args.device)
-        spec = args.model or d.cfg.model
-        if spec not in models:
-            models[spec] = load_model(spec, args.device, getattr(torch, args.dtype))
-        model = models[spec]
-        tokens = take_contexts(model, args.source, args.split, args.n_ctx, args.eval_contexts, text_column=args.text_column)
-        metrics, density = evaluate(model, d, tokens)
-        metrics["tokens_trained"] = d.cfg.training.get("tokens", 0)
-        write_metrics(Path(run), metrics, density)
-        print(f"{run}: {json.dumps(_headline(Path(run)))}")
-    return 0
