@@ -31,7 +31,7 @@ def load_run(folder: Path, device: str = "cpu") -> Dictionary:
 
 def train_and_save(model, store, dictionaries: list[Dictionary], train_cfg, out_dir: Path, eval_tokens: torch.Tensor,
                    names: list[str] | None = None, resume: bool = False, input_key: str = "x",
-                   target_key: str | None = None) -> list[Path]:
+                   target_key: str | None = None, log=None) -> list[Path]:
     """Train `dictionaries` on one stream, then write one run folder per dictionary with its metrics.
 
     A single dictionary's run folder is `out_dir`; a sweep's are `out_dir/<name>`.
@@ -40,7 +40,7 @@ def train_and_save(model, store, dictionaries: list[Dictionary], train_cfg, out_
     from interp.train import train
 
     out_dir = Path(out_dir)
-    trained = train(dictionaries, store, train_cfg, out_dir, input_key=input_key, target_key=target_key, resume=resume)
+    trained = train(dictionaries, store, train_cfg, out_dir, input_key=input_key, target_key=target_key, resume=resume, log=log)
     folders = [out_dir] if len(trained) == 1 else [out_dir / n for n in (names or [str(i) for i in range(len(trained))])]
     for d, folder in zip(trained, folders):
         d.save(folder)

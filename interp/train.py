@@ -10,6 +10,7 @@ exact resume.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,8 +100,11 @@ class Trainee:
 
 
 def train(dictionaries: list[Dictionary], store: ActivationStore, cfg: TrainConfig, out_dir: str | Path,
-          input_key: str = "x", target_key: str | None = None, resume: bool = False) -> list[Dictionary]:
+          input_key: str = "x", target_key: str | None = None, resume: bool = False,
+          log: Callable[[int, list[dict[str, float]]], None] | None = None) -> list[Dictionary]:
     """Train every dictionary on the same stream; return them folded to act on raw activations.
+
+    `log(step, per_dictionary_losses)` is called every step (e.g. to send them to wandb).
 
     The checkpoint lives in `out_dir`; pass `resume=True` to continue from it.
     """
@@ -138,6 +142,8 @@ def train(dictionaries: list[Dictionary], store: ActivationStore, cfg: TrainConf
             step += 1
             bar.update(1)
             bar.set_postfix(mse=f"{logs[0]['mse']:.3g}", l0=f"{logs[0]['l0']:.1f}")
+            if log is not None:
+                log(step, logs)
             if stop.requested:
                 checkpoint()
                 bar.close()

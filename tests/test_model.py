@@ -63,3 +63,18 @@ def test_embedded_model_matches_hugging_face():
         ours, theirs = model(ids).log_softmax(-1), hf(ids).logits.log_softmax(-1)
     assert (ours - theirs).abs().max() < 1e-4
     assert model.tokenizer.decode(ours[0, -1].argmax()) == " Paris"
+
+
+def test_transformer_lens_names_go_to_from_pretrained(monkeypatch, tiny):
+    from transformer_lens import HookedTransformer
+
+    seen = {}
+
+    def fake(name, device, dtype):
+        seen.update(name=name, device=device, dtype=dtype)
+        return tiny
+
+    monkeypatch.setattr(HookedTransformer, "from_pretrained_no_processing", staticmethod(fake))
+    model = load_model("gpt2-small")
+    assert seen == {"name": "gpt2-small", "device": "cpu", "dtype": torch.float32} and model.spec == "gpt2-small"
+    assert not any(p.requires_grad for p in model.parameters())

@@ -39,6 +39,7 @@ def add_arguments(t) -> None:
     t.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     t.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
 
+    t.add_argument("--wandb", default=None, metavar="PROJECT", help="log losses to this wandb project (needs wandb)")
     add_source_arguments(t)
 
 
@@ -89,8 +90,17 @@ def run(args) -> int:
     torch.manual_seed(args.seed)
     dictionaries = [architecture(args.arch)(base.replace(**fields)) for _, fields in sweep]
     eval_tokens = take_contexts(model, args.source, "validation", args.n_ctx, args.eval_contexts, text_column=args.text_column)
-    folders = train_and_save(model, store, dictionaries, train_cfg, out, eval_tokens, names=[n for n, _ in sweep], resume=args.resume)
+    log = _wandb_logger(args, [n or "run" for n, _ in sweep]) if args.wandb else None
+    folders = train_and_save(model, store, dictionaries, train_cfg, out, eval_tokens, names=[n for n, _ in sweep],
+                             resume=args.resume, log=log)
     for folder in folders:
         print(f"{folder}: {json.dumps(headline(folder))}")
     return 0
 
+
+
+def _wandb_logger(args, names: list[str]):
+    import wandb
+
+    wandb.init(project=args.wandb, config=vars(args) | {"run": None}, resume="allow")
+    return lambda step, logs: wandb.log({f"{n}/{k}": v for n, d in zip(names, logs) for k, v in d.items()}, step=step)
