@@ -18,18 +18,24 @@ import torch
 from tqdm.auto import tqdm
 
 from interp.data import iter_contexts, token_mask
+from interp.gradients import activations_and_gradients
 from interp.model import hook_layer, validate_hook
 from interp.shard_cache import ShardCache
 
 
 class ActivationStore:
-    """Batches of {name: [batch_size, d]} for named hook points (e.g. {"x": "blocks.6.hook_resid_post"})."""
+    """Batches of {key: [batch_size, d]} for named hook points (e.g. {"x": "blocks.6.hook_resid_post"}).
+
+    `gradients` names further keys holding the gradient of the model's loss at a hook
+    (e.g. {"grad": "blocks.6.hook_resid_post"}); they cost one backward pass of the model.
+    """
 
     def __init__(self, model, hooks: dict[str, str], source: str = "shakespeare", split: str = "train",
                  n_ctx: int = 128, batch_size: int = 4096, block_contexts: int = 256, forward_batch: int = 16,
-                 seed: int = 0, device: str = "cpu", cache_dir: str | None = None, text_column: str = "text"):
-        self.model, self.hooks = model, dict(hooks)
-        for name in set(self.hooks.values()):
+                 seed: int = 0, device: str = "cpu", cache_dir: str | None = None, text_column: str = "text",
+                 gradients: dict[str, str] | None = None):
+        self.model, self.hooks, self.gradients = model, dict(hooks), dict(gradients or {})
+        for name in set(self.hooks.values()) | set(self.gradients.values()):
             validate_hook(model, name)
         self.source, self.split, self.n_ctx, self.text_column = source, split, n_ctx, text_column
         self.batch_size, self.block_contexts, self.forward_batch = batch_size, block_contexts, forward_batch
@@ -41,26 +47,33 @@ class ActivationStore:
         self._memo: tuple[int, dict[str, torch.Tensor]] | None = None  # the last block, kept for reuse
 
     def _description(self) -> dict:
-        return {"model": getattr(self.model, "spec", type(self.model).__name__), "hooks": self.hooks,
+        return {"model": getattr(self.model, "spec", type(self.model).__name__), "hooks": self.hooks, "gradients": self.gradients,
                 "source": self.source, "split": self.split, "n_ctx": self.n_ctx, "block_contexts": self.block_contexts}
 
     # --- harvesting --------------------------------------------------------
-    @torch.no_grad()
     def harvest(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Activations at every hook for the non-BOS positions of `tokens` [n, n_ctx] -> {name: [rows, d]}."""
-        out: dict[str, list[torch.Tensor]] = {k: [] for k in self.hooks}
+        """Activations (and gradients) for the non-BOS positions of `tokens` [n, n_ctx] -> {key: [rows, d]}."""
+        sources = {**self.hooks, **{k: f"grad:{h}" for k, h in self.gradients.items()}}
+        out: dict[str, list[torch.Tensor]] = {k: [] for k in sources}
         for chunk in tokens.split(self.forward_batch):
             chunk = chunk.to(self.device)
-            _, cache = self.model.run_with_cache(chunk, names_filter=list(set(self.hooks.values())),
-                                                 stop_at_layer=self.stop_at_layer)
+            cache = self._forward(chunk)
             mask = token_mask(self.model, chunk)
-            for key, hook in self.hooks.items():
-                act = cache[hook]
+            for key, name in sources.items():
+                act = cache[name]
                 act = act.reshape(*act.shape[:2], -1)[mask]
                 if not torch.isfinite(act).all():
-                    raise ValueError(f"Non-finite activations at {hook}; check the model's dtype (try --dtype float32).")
+                    raise ValueError(f"Non-finite activations at {name}; check the model's dtype (try --dtype float32).")
                 out[key].append(act.float())
         return {k: torch.cat(v) for k, v in out.items()}
+
+    def _forward(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.gradients:
+            return activations_and_gradients(self.model, tokens, list(set(self.hooks.values())), list(set(self.gradients.values())))
+        with torch.no_grad():
+            _, cache = self.model.run_with_cache(tokens, names_filter=list(set(self.hooks.values())),
+                                                 stop_at_layer=self.stop_at_layer)
+        return cache
 
     def _block_tokens(self, block: int) -> torch.Tensor:
         start = block * self.block_contexts

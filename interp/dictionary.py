@@ -47,6 +47,7 @@ class DictionaryConfig:
     l0_coeff: float = 0.0  # JumpReLU: L0 coefficient
     bandwidth: float = 0.001  # JumpReLU: straight-through estimator bandwidth
     threshold_init: float = 0.001  # JumpReLU: initial threshold
+    beta: float = 0.0  # gradient SAE: weight of the loss-gradient sensitivity in TopK selection
     aux_k: int = 0  # AuxK: latents used to model the residual with dead latents (0: off)
     aux_coeff: float = 1 / 32
     dead_tokens: int = 1_000_000  # a latent silent for this many tokens counts as dead
@@ -100,6 +101,7 @@ class Dictionary(nn.Module):
 
     arch: ClassVar[str] = ""
     unit_norm_decoder: ClassVar[bool] = True  # False: decoder norms are folded on save instead
+    needs: ClassVar[tuple[str, ...]] = ()  # extra stream keys training_forward takes (e.g. "grad")
 
     def __init__(self, cfg: DictionaryConfig):
         super().__init__()
@@ -141,8 +143,8 @@ class Dictionary(nn.Module):
         return self.decode(self.encode(x))
 
     # --- training ---------------------------------------------------------
-    def training_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(pre, codes, reconstruction) in training mode; BatchTopK overrides the codes."""
+    def training_forward(self, x: torch.Tensor, **extras: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(pre, codes, reconstruction) in training mode; `extras` holds the keys named in `needs`."""
         pre = self.pre_acts(x)
         codes = self.activation(pre)
         return pre, codes, self.decode(codes)

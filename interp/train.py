@@ -53,10 +53,11 @@ class Trainee:
         self.optimizer = torch.optim.Adam(dictionary.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
         self.since_fired = torch.zeros(dictionary.d_dict, dtype=torch.long)
 
-    def step(self, x: torch.Tensor, target: torch.Tensor, lr: float, cfg: TrainConfig) -> dict[str, float]:
+    def step(self, x: torch.Tensor, target: torch.Tensor, extras: dict[str, torch.Tensor], lr: float,
+             cfg: TrainConfig) -> dict[str, float]:
         d = self.dictionary
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.autocast and x.is_cuda):
-            pre, codes, recon = d.training_forward(x)
+            pre, codes, recon = d.training_forward(x, **extras)
             mse = reconstruction_loss(recon.float(), target)
             sparsity = d.sparsity_loss(pre, codes)
             dead = self.since_fired.to(x.device) >= d.cfg.dead_tokens
@@ -138,7 +139,8 @@ def train(dictionaries: list[Dictionary], store: ActivationStore, cfg: TrainConf
         while step < n_steps:
             batch = next(stream)
             x, target = batch[input_key] * scale_in, batch[target_key] * scale_out
-            logs = [t.step(x, target, cfg.lr_at(step, n_steps), cfg) for t in trainees]
+            lr = cfg.lr_at(step, n_steps)
+            logs = [t.step(x, target, {k: batch[k] for k in t.dictionary.needs}, lr, cfg) for t in trainees]
             step += 1
             bar.update(1)
             bar.set_postfix(mse=f"{logs[0]['mse']:.3g}", l0=f"{logs[0]['l0']:.1f}")

@@ -1,11 +1,13 @@
 """Sparse autoencoders. Importing this package registers every architecture.
 
-ReLU+L1 (`relu`), TopK (`topk`), BatchTopK (`batchtopk`), JumpReLU (`jumprelu`).
+ReLU+L1 (`relu`), TopK (`topk`), BatchTopK (`batchtopk`), JumpReLU (`jumprelu`),
+gradient TopK (`gsae`).
 """
 
 from saes.batchtopk import BatchTopKSAE
+from saes.gsae import GradientSAE
 from saes.jumprelu import JumpReLUSAE
 from saes.relu import ReLUSAE
 from saes.topk import TopKSAE
 
-__all__ = ["ReLUSAE", "TopKSAE", "BatchTopKSAE", "JumpReLUSAE"]
+__all__ = ["ReLUSAE", "TopKSAE", "BatchTopKSAE", "JumpReLUSAE", "GradientSAE"]

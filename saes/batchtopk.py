@@ -25,7 +25,7 @@ class BatchTopKSAE(Dictionary):
         """Inference: one global threshold."""
         return torch.where(pre > self.threshold, pre, torch.zeros_like(pre)).relu()
 
-    def training_forward(self, x):
+    def training_forward(self, x, **extras):
         pre = self.pre_acts(x)
         flat = torch.relu(pre).flatten()
         values, indices = flat.topk(self.cfg.k * pre.shape[0], sorted=False)

@@ -7,10 +7,10 @@ import torch
 from interp.dictionary import Dictionary, register
 
 
-def topk_codes(pre: torch.Tensor, k: int) -> torch.Tensor:
-    """[batch, d_dict] -> the same shape with all but the k largest entries per row zeroed (then ReLU)."""
-    values, indices = pre.topk(k, dim=-1, sorted=False)
-    return torch.zeros_like(pre).scatter_(-1, indices, torch.relu(values))
+def topk_codes(pre: torch.Tensor, k: int, score: torch.Tensor | None = None) -> torch.Tensor:
+    """[batch, d_dict] -> relu(pre) where `score` (default: pre) is among the k largest of its row, else 0."""
+    indices = (pre if score is None else score).topk(k, dim=-1, sorted=False).indices
+    return torch.zeros_like(pre).scatter_(-1, indices, torch.relu(pre.gather(-1, indices)))
 
 
 @register("topk")

@@ -21,11 +21,13 @@ def _list(kind):
 def add_arguments(t) -> None:
     t.add_argument("--model", default="embedded", help="'embedded', a local HF folder, a .gguf file, 'tiny', or a TransformerLens name")
     t.add_argument("--hook", default=DEFAULT_HOOK, help="hook point to read (TransformerLens name)")
-    t.add_argument("--arch", default="topk", choices=["relu", "topk", "batchtopk", "jumprelu"])
+    t.add_argument("--arch", default="topk", choices=["relu", "topk", "batchtopk", "jumprelu", "gsae"],
+                   help="gsae: TopK whose selection weighs each latent's effect on the loss (needs a backward pass per batch)")
     t.add_argument("--width", type=_list(int), default=None, help="latents (default 8 x d_in)")
     t.add_argument("--k", type=_list(int), default=[32], help="active latents per token (topk, batchtopk)")
     t.add_argument("--l1-coeff", type=_list(float), default=[5.0], help="L1 coefficient (relu)")
     t.add_argument("--l0-coeff", type=_list(float), default=[0.01], help="L0 coefficient (jumprelu)")
+    t.add_argument("--beta", type=_list(float), default=[1.0], help="gradient weight in g-SAE selection (0 = TopK)")
     t.add_argument("--bandwidth", type=float, default=0.05, help="JumpReLU straight-through bandwidth")
     t.add_argument("--aux-k", type=int, default=None, help="AuxK latents for dead latents (default d_in/2 for topk/batchtopk, 0 otherwise)")
     t.add_argument("--tokens", type=int, default=400_000, help="training tokens")
@@ -46,11 +48,14 @@ def add_arguments(t) -> None:
 def _sweep(args, d_in: int) -> list[tuple[str, dict]]:
     """(name, config fields) for every combination of the comma-separated flags."""
     widths = args.width or [8 * d_in]
-    knob = {"relu": ("l1_coeff", args.l1_coeff), "jumprelu": ("l0_coeff", args.l0_coeff)}.get(args.arch, ("k", args.k))
+    knobs = {"relu": {"l1_coeff": args.l1_coeff}, "jumprelu": {"l0_coeff": args.l0_coeff},
+             "gsae": {"k": args.k, "beta": args.beta}}.get(args.arch, {"k": args.k})
+    axes = {"d_dict": widths, **knobs}
     out = []
-    for width, value in itertools.product(widths, knob[1]):
-        name = "-".join(p for p, many in ((f"w{width}", len(widths) > 1), (f"{knob[0]}{value:g}", len(knob[1]) > 1)) if many)
-        out.append((name, {"d_dict": width, knob[0]: value}))
+    for values in itertools.product(*axes.values()):
+        fields = dict(zip(axes, values))
+        name = "-".join(f"{'w' if k == 'd_dict' else k}{v:g}" for k, v in fields.items() if len(axes[k]) > 1)
+        out.append((name, fields))
     return out
 
 
@@ -76,12 +81,14 @@ def run(args) -> int:
 
     out = _prepare_out(args)
     model = load_model(args.model, args.device, getattr(torch, args.dtype))
+    gradients = {"grad": args.hook} if "grad" in architecture(args.arch).needs else None
     store = ActivationStore(model, {"x": args.hook}, source=args.source, n_ctx=args.n_ctx, batch_size=args.batch_size,
-                            seed=args.seed, device=args.device, cache_dir=args.cache_dir, text_column=args.text_column)
+                            seed=args.seed, device=args.device, cache_dir=args.cache_dir, text_column=args.text_column,
+                            gradients=gradients)
     d_in = store.block_rows(0)["x"].shape[1]
     train_cfg = TrainConfig(tokens=args.tokens, lr=args.lr, seed=args.seed, checkpoint_every=args.checkpoint_every,
                             autocast=args.autocast)
-    aux_k = args.aux_k if args.aux_k is not None else (d_in // 2 if args.arch in ("topk", "batchtopk") else 0)
+    aux_k = args.aux_k if args.aux_k is not None else (d_in // 2 if args.arch in ("topk", "batchtopk", "gsae") else 0)
     training = {"source": args.source, "split": "train", "n_ctx": args.n_ctx, "tokens": train_cfg.steps(args.batch_size) * args.batch_size,
                 "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}
     base = DictionaryConfig(arch=args.arch, d_in=d_in, d_dict=8 * d_in, hook_in=args.hook, model=args.model, aux_k=aux_k,

@@ -1,0 +1,54 @@
+import torch
+
+from conftest import random_dictionary
+from interp.activations import ActivationStore
+from interp.data import take_contexts
+from interp.dictionary import DictionaryConfig, architecture
+from interp.gradients import activations_and_gradients, next_token_loss
+from interp.train import TrainConfig, train
+
+HOOK = "blocks.1.hook_resid_mid"
+
+
+def test_store_gradients_equal_autograd_on_the_model(tiny):
+    tokens = take_contexts(tiny, "shakespeare", "train", 16, 3)
+    out = activations_and_gradients(tiny, tokens, [HOOK], [HOOK, "blocks.0.hook_resid_post"])
+    for name in (HOOK, "blocks.0.hook_resid_post"):
+        delta = torch.zeros(*tokens.shape, tiny.cfg.d_model, requires_grad=True)
+        logits = tiny.run_with_hooks(tokens, fwd_hooks=[(name, lambda act, hook: act + delta)])
+        next_token_loss(tiny, tokens, logits).backward()
+        assert torch.allclose(out[f"grad:{name}"], delta.grad, atol=1e-6)
+    _, cache = tiny.run_with_cache(tokens)
+    assert torch.equal(out[HOOK], cache[HOOK])
+
+    store = ActivationStore(tiny, {"x": HOOK}, gradients={"grad": HOOK}, n_ctx=16, forward_batch=2)
+    rows = store.harvest(tokens)
+    assert torch.allclose(rows["grad"], out[f"grad:{HOOK}"][:, 1:].reshape(-1, tiny.cfg.d_model), atol=1e-6)
+
+
+def test_gradient_selects_a_small_but_loss_relevant_latent():
+    d = random_dictionary("topk", d_in=4, d_dict=4, k=1)
+    g = architecture("gsae")(d.cfg.replace(arch="gsae", beta=4.0))
+    with torch.no_grad():
+        for sae in (d, g):
+            sae.W_enc.copy_(torch.eye(4, dtype=torch.float64))
+            sae.W_dec.copy_(torch.eye(4, dtype=torch.float64))
+            sae.b_enc.zero_()
+            sae.b_dec.zero_()
+    x = torch.tensor([[1.0, 0.5, 0.0, 0.0]], dtype=torch.float64)
+    grad = torch.tensor([[0.0, 3.0, 0.0, 0.0]], dtype=torch.float64)  # only latent 1 moves the loss
+    assert d.training_forward(x)[1].nonzero().tolist() == [[0, 0]]
+    assert g.training_forward(x, grad=grad)[1].nonzero().tolist() == [[0, 1]]  # 0.5 * (1 + 4) > 1
+    assert g.encode(x).nonzero().tolist() == [[0, 0]]  # no gradient at inference: plain TopK
+    zero_beta = architecture("gsae")(g.cfg.replace(beta=0.0))
+    zero_beta.load_state_dict(g.state_dict())
+    assert zero_beta.training_forward(x, grad=grad)[1].nonzero().tolist() == [[0, 0]]
+
+
+def test_beta_zero_trains_exactly_like_topk(tiny, tmp_path):
+    store = ActivationStore(tiny, {"x": HOOK}, gradients={"grad": HOOK}, n_ctx=32, batch_size=128, block_contexts=16)
+    base = DictionaryConfig(arch="topk", d_in=32, d_dict=128, k=8, hook_in=HOOK, aux_k=16, dead_tokens=1000)
+    topk, gsae0, gsae = (architecture(a)(base.replace(arch=a, beta=b)) for a, b in (("topk", 0), ("gsae", 0), ("gsae", 2.0)))
+    out = train([topk, gsae0, gsae], store, TrainConfig(tokens=128 * 15, lr=1e-3), tmp_path)
+    assert torch.equal(out[0].W_dec, out[1].W_dec) and torch.equal(out[0].W_enc, out[1].W_enc)
+    assert not torch.equal(out[0].W_dec, out[2].W_dec)
