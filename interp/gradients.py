@@ -13,9 +13,6 @@ import torch.nn.functional as F
 
 from interp.data import token_mask
 
-EMBED_HOOK = "hook_embed"
-
-
 def next_token_loss(model, tokens: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """Summed cross-entropy of predicting tokens[:, 1:], BOS targets excluded ([b, pos] tokens -> scalar)."""
     keep = token_mask(model, tokens[:, 1:])
@@ -25,16 +22,16 @@ def next_token_loss(model, tokens: torch.Tensor, logits: torch.Tensor) -> torch.
 def activations_and_gradients(model, tokens: torch.Tensor, hooks: list[str], grad_hooks: list[str]) -> dict[str, torch.Tensor]:
     """{hook: activation} for `hooks` and {"grad:" + hook: d loss / d activation} for `grad_hooks`."""
     stash: dict[str, torch.Tensor] = {}
-
-    def make_leaf(act, hook):  # the model's weights are frozen: start the graph at the embeddings
-        return act.detach().requires_grad_(True)
+    order = list(model.hook_dict)  # registration order follows the forward pass
+    leaf = min(grad_hooks, key=order.index) if grad_hooks else None
 
     def keep(act, hook):
+        if hook.name == leaf:  # the weights are frozen: the graph starts here, backward stops here
+            act = act.detach().requires_grad_(True)
         stash[hook.name] = act
         return act
 
-    names = sorted(set(hooks) | set(grad_hooks))
-    fwd_hooks = [(EMBED_HOOK, make_leaf)] + [(n, keep) for n in names]
+    fwd_hooks = [(n, keep) for n in sorted(set(hooks) | set(grad_hooks))]
     with torch.enable_grad():
         logits = model.run_with_hooks(tokens, fwd_hooks=fwd_hooks)
         loss = next_token_loss(model, tokens, logits)

@@ -52,3 +52,25 @@ def test_beta_zero_trains_exactly_like_topk(tiny, tmp_path):
     out = train([topk, gsae0, gsae], store, TrainConfig(tokens=128 * 15, lr=1e-3), tmp_path)
     assert torch.equal(out[0].W_dec, out[1].W_dec) and torch.equal(out[0].W_enc, out[1].W_enc)
     assert not torch.equal(out[0].W_dec, out[2].W_dec)
+
+
+def test_steering_effect_matches_a_direct_computation(tiny):
+    from interp.steering import steering_effects
+
+    d = random_dictionary("topk", d_in=32, d_dict=16, dtype="float32")
+    d.cfg = d.cfg.replace(hook_in=HOOK, hook_out=HOOK)
+    tokens = take_contexts(tiny, "shakespeare", "validation", 16, 2)
+    effects = steering_effects(tiny, d, tokens, torch.tensor([3, 7]), scale=0.5)
+    _, cache = tiny.run_with_cache(tokens)
+    norm = cache[HOOK][:, 1:].norm(dim=-1).mean()
+    direction = d.W_dec[7] / d.W_dec[7].norm()
+
+    def add(act, hook):
+        act = act.clone()
+        act[:, 1:] += 0.5 * norm * direction  # position 0 is the only BOS in these contexts
+        return act
+
+    p = tiny(tokens)[:, :-1].log_softmax(-1)
+    q = tiny.run_with_hooks(tokens, fwd_hooks=[(HOOK, add)])[:, :-1].log_softmax(-1)
+    kl = (p.exp() * (p - q)).sum(-1)[:, 1:].mean()
+    assert abs(effects[1].item() - kl.item()) < 1e-5 and effects[0] != effects[1]
