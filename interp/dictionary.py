@@ -52,6 +52,7 @@ class DictionaryConfig:
     aux_coeff: float = 1 / 32
     dead_tokens: int = 1_000_000  # a latent silent for this many tokens counts as dead
     subtract_b_dec: bool = True  # SAEs centre inputs by b_dec; transcoders do not
+    skip: bool = False  # skip transcoders: a linear path W_skip [d_in, d_out] beside the sparse one
     dtype: str = "float32"
     training: dict = field(default_factory=dict)  # what it was trained on: source, tokens, seed, ...
     version: str = __version__
@@ -69,6 +70,29 @@ class DictionaryConfig:
 
     def replace(self, **changes) -> DictionaryConfig:
         return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class TrainingStep:
+    """One training forward: the reconstruction [batch, d_out] and the codes, either
+    dense (`codes` [batch, d_dict], with `pre`) or sparse (`values`, `indices` [batch, k])."""
+
+    recon: torch.Tensor
+    pre: torch.Tensor | None = None
+    codes: torch.Tensor | None = None
+    values: torch.Tensor | None = None
+    indices: torch.Tensor | None = None
+
+    def fired(self, d_dict: int) -> torch.Tensor:
+        """[d_dict] bool: latents active on at least one token of the batch."""
+        if self.codes is not None:
+            return (self.codes != 0).any(0)
+        out = torch.zeros(d_dict, dtype=torch.bool, device=self.values.device)
+        return out.index_fill_(0, self.indices[self.values != 0], True)
+
+    def l0(self) -> float:
+        active = self.codes if self.codes is not None else self.values
+        return (active != 0).sum(-1).float().mean().item()
 
 
 _REGISTRY: dict[str, type[Dictionary]] = {}
@@ -112,6 +136,8 @@ class Dictionary(nn.Module):
         self.b_enc = nn.Parameter(torch.zeros(cfg.d_dict, dtype=dtype))
         self.W_dec = nn.Parameter(torch.zeros(cfg.d_dict, cfg.d_out, dtype=dtype))
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_out, dtype=dtype))
+        if cfg.skip:
+            self.W_skip = nn.Parameter(torch.zeros(cfg.d_in, cfg.d_out, dtype=dtype))
 
     @classmethod
     def validate(cls, cfg: DictionaryConfig) -> None:
@@ -122,11 +148,14 @@ class Dictionary(nn.Module):
     d_dict = property(lambda self: self.cfg.d_dict)
 
     # --- the forward pass -------------------------------------------------
-    def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
-        """[batch, d_in] -> [batch, d_dict]"""
-        if self.cfg.subtract_b_dec:
-            x = x - self.b_dec
-        return x @ self.W_enc + self.b_enc
+    def centred(self, x: torch.Tensor) -> torch.Tensor:
+        return x - self.b_dec if self.cfg.subtract_b_dec else x
+
+    def pre_acts(self, x: torch.Tensor, latents: torch.Tensor | None = None) -> torch.Tensor:
+        """[batch, d_in] -> [batch, d_dict] (or [batch, len(latents)] for a subset of latents)."""
+        if latents is None:
+            return self.centred(x) @ self.W_enc + self.b_enc
+        return self.centred(x) @ self.W_enc[:, latents] + self.b_enc[latents]
 
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
         """Pre-activations -> codes, both [batch, d_dict]."""
@@ -139,18 +168,25 @@ class Dictionary(nn.Module):
         """[batch, d_dict] -> [batch, d_out]"""
         return codes @ self.W_dec + self.b_dec
 
+    def skip(self, x: torch.Tensor) -> torch.Tensor | float:
+        """The linear skip path of skip transcoders ([batch, d_in] -> [batch, d_out]); 0 otherwise."""
+        return x @ self.W_skip if self.cfg.skip else 0.0
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x))
+        return self.decode(self.encode(x)) + self.skip(x)
 
     # --- training ---------------------------------------------------------
-    def training_forward(self, x: torch.Tensor, **extras: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(pre, codes, reconstruction) in training mode; `extras` holds the keys named in `needs`."""
+    def training_codes(self, x: torch.Tensor, **extras: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pre, codes) in training mode; `extras` holds the keys named in `needs`."""
         pre = self.pre_acts(x)
-        codes = self.activation(pre)
-        return pre, codes, self.decode(codes)
+        return pre, self.activation(pre)
 
-    def sparsity_loss(self, pre: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        return pre.new_zeros(())
+    def training_forward(self, x: torch.Tensor, **extras: torch.Tensor) -> TrainingStep:
+        pre, codes = self.training_codes(x, **extras)
+        return TrainingStep(self.decode(codes) + self.skip(x), pre=pre, codes=codes)
+
+    def sparsity_loss(self, step: TrainingStep) -> torch.Tensor:
+        return step.recon.new_zeros(())
 
     @torch.no_grad()
     def init_from_data(self, x: torch.Tensor, target: torch.Tensor, generator: torch.Generator) -> None:
@@ -176,6 +212,8 @@ class Dictionary(nn.Module):
         self.W_enc.mul_(scale_in)
         self.W_dec.div_(scale_out)
         self.b_dec.div_(scale_out)
+        if self.cfg.skip:
+            self.W_skip.mul_(scale_in / scale_out)
 
     @torch.no_grad()
     def fold_decoder_norms(self) -> None:

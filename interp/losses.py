@@ -11,21 +11,18 @@ def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tens
     return (recon - target).pow(2).sum(-1).mean()
 
 
-def auxk_loss(pre: torch.Tensor, W_dec: torch.Tensor, residual: torch.Tensor, dead: torch.Tensor, k_aux: int) -> torch.Tensor:
+def auxk_loss(pre_dead: torch.Tensor, W_dec_dead: torch.Tensor, residual: torch.Tensor, k_aux: int) -> torch.Tensor:
     """AuxK (Gao et al. 2024, appendix A.2): reconstruct the residual with the top
     `k_aux` dead latents, normalised by the residual's variance.
 
-    pre [batch, d_dict], W_dec [d_dict, d_out], residual = target - recon [batch, d_out], dead [d_dict] bool.
+    pre_dead [batch, n_dead] (pre-activations of the dead latents only), W_dec_dead [n_dead, d_out],
+    residual = target - recon [batch, d_out].
     """
-    n_dead = int(dead.sum())
-    if n_dead == 0:
-        return pre.new_zeros(())
-    k = min(k_aux, n_dead)
-    masked = torch.where(dead, pre, torch.full_like(pre, -torch.inf))
-    values, indices = masked.topk(k, dim=-1, sorted=False)
-    codes = torch.zeros_like(pre).scatter_(-1, indices, torch.relu(values))
+    k = min(k_aux, pre_dead.shape[1])
+    values, indices = pre_dead.topk(k, dim=-1, sorted=False)
+    codes = torch.zeros_like(pre_dead).scatter_(-1, indices, torch.relu(values))
     residual = residual.detach()
-    error = (codes @ W_dec - residual).pow(2).sum(-1).mean()
+    error = (codes @ W_dec_dead - residual).pow(2).sum(-1).mean()
     scale = (residual - residual.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
     return torch.nan_to_num(error / scale, nan=0.0)
 

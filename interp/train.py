@@ -50,19 +50,17 @@ class Trainee:
 
     def __init__(self, dictionary: Dictionary, cfg: TrainConfig):
         self.dictionary = dictionary
-        self.optimizer = torch.optim.Adam(dictionary.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+        self.optimizer = torch.optim.Adam(dictionary.parameters(), lr=cfg.lr, betas=(0.9, 0.999), fused=True)
         self.since_fired = torch.zeros(dictionary.d_dict, dtype=torch.long)
 
     def step(self, x: torch.Tensor, target: torch.Tensor, extras: dict[str, torch.Tensor], lr: float,
              cfg: TrainConfig) -> dict[str, float]:
         d = self.dictionary
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.autocast and x.is_cuda):
-            pre, codes, recon = d.training_forward(x, **extras)
-            mse = reconstruction_loss(recon.float(), target)
-            sparsity = d.sparsity_loss(pre, codes)
-            dead = self.since_fired.to(x.device) >= d.cfg.dead_tokens
-            aux = auxk_loss(pre, d.W_dec, target - recon.float(), dead, d.cfg.aux_k) if d.cfg.aux_k else mse.new_zeros(())
-            loss = mse + sparsity + d.cfg.aux_coeff * aux
+            step = d.training_forward(x, **extras)
+            mse = reconstruction_loss(step.recon.float(), target)
+            sparsity = d.sparsity_loss(step)
+            loss = mse + sparsity + d.cfg.aux_coeff * self._auxk(x, target - step.recon.float())
         if not torch.isfinite(loss):
             raise FloatingPointError(f"The {d.arch} loss is {loss.item()} (mse {mse.item()}, sparsity {sparsity.item()}); "
                                      "lower --lr or check the activations. The last checkpoint is kept.")
@@ -76,9 +74,16 @@ class Trainee:
         self.optimizer.step()
         if d.unit_norm_decoder:
             normalize_rows(d.W_dec)
-        fired = (codes != 0).any(0).cpu()
-        self.since_fired = torch.where(fired, 0, self.since_fired + len(x))
-        return {"loss": loss.item(), "mse": mse.item(), "l0": (codes != 0).sum(-1).float().mean().item()}
+        self.since_fired = torch.where(step.fired(d.d_dict).cpu(), 0, self.since_fired + len(x))
+        return {"loss": loss.item(), "mse": mse.item(), "l0": step.l0()}
+
+    def _auxk(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """AuxK on the latents silent for `dead_tokens` tokens (0 when none are, or AuxK is off)."""
+        d = self.dictionary
+        dead = (self.since_fired >= d.cfg.dead_tokens).nonzero().squeeze(-1).to(x.device)
+        if not d.cfg.aux_k or len(dead) == 0:
+            return x.new_zeros(())
+        return auxk_loss(d.pre_acts(x, dead), d.W_dec[dead], residual, d.cfg.aux_k)
 
     def tensors(self, i: int) -> dict[str, torch.Tensor]:
         out = {f"d{i}.{k}": v for k, v in self.dictionary.state_dict().items()}

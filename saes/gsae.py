@@ -17,7 +17,7 @@ Choices (documented here because the paper leaves them open):
 import torch
 
 from interp.dictionary import register
-from saes.topk import TopKSAE, topk_codes
+from saes.topk import TopKSAE
 
 
 def sensitivity(grad: torch.Tensor, W_dec: torch.Tensor) -> torch.Tensor:
@@ -30,8 +30,5 @@ def sensitivity(grad: torch.Tensor, W_dec: torch.Tensor) -> torch.Tensor:
 class GradientSAE(TopKSAE):
     needs = ("grad",)
 
-    def training_forward(self, x, grad=None, **extras):
-        pre = self.pre_acts(x)
-        score = None if grad is None else torch.relu(pre.detach()) * (1 + self.cfg.beta * sensitivity(grad, self.W_dec))
-        codes = topk_codes(pre, self.cfg.k, score)
-        return pre, codes, self.decode(codes)
+    def selection_scale(self, x, grad=None, **extras):
+        return None if grad is None else 1 + self.cfg.beta * sensitivity(grad, self.W_dec)

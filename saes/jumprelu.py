@@ -67,8 +67,8 @@ class JumpReLUSAE(Dictionary):
     def activation(self, pre):
         return JumpReLUFunction.apply(pre, self.threshold, self.cfg.bandwidth)
 
-    def sparsity_loss(self, pre, codes):
-        return self.cfg.l0_coeff * StepFunction.apply(pre, self.threshold, self.cfg.bandwidth).sum(-1).mean()
+    def sparsity_loss(self, step):
+        return self.cfg.l0_coeff * StepFunction.apply(step.pre, self.threshold, self.cfg.bandwidth).sum(-1).mean()
 
     def _scale_thresholds(self, norms):
         self.log_threshold.add_(norms.log())

@@ -20,5 +20,5 @@ class ReLUSAE(Dictionary):
     def activation(self, pre):
         return torch.relu(pre)
 
-    def sparsity_loss(self, pre, codes):
-        return self.cfg.l1_coeff * (codes * self.W_dec.norm(dim=1)).sum(-1).mean()
+    def sparsity_loss(self, step):
+        return self.cfg.l1_coeff * (step.codes * self.W_dec.norm(dim=1)).sum(-1).mean()

@@ -1,16 +1,21 @@
 """TopK SAE (Gao et al., "Scaling and evaluating sparse autoencoders", 2024):
 keep the k largest pre-activations per token (ReLU'd); no sparsity penalty,
-AuxK on dead latents against collapse (shared in `interp.losses`)."""
+AuxK on dead latents against collapse (shared in `interp.losses`).
+
+Training runs on the sparse kernels (`interp.kernels`): a fused TopK encoder
+and a gather-sum decoder whose backward passes touch only the selected latents.
+"""
 
 import torch
 
-from interp.dictionary import Dictionary, register
+from interp.dictionary import Dictionary, TrainingStep, register
+from interp.kernels import sparse_decode, topk_encode
 
 
-def topk_codes(pre: torch.Tensor, k: int, score: torch.Tensor | None = None) -> torch.Tensor:
-    """[batch, d_dict] -> relu(pre) where `score` (default: pre) is among the k largest of its row, else 0."""
-    indices = (pre if score is None else score).topk(k, dim=-1, sorted=False).indices
-    return torch.zeros_like(pre).scatter_(-1, indices, torch.relu(pre.gather(-1, indices)))
+def topk_codes(pre: torch.Tensor, k: int) -> torch.Tensor:
+    """[batch, d_dict] -> the same shape with all but the k largest entries per row zeroed (then ReLU)."""
+    values, indices = pre.topk(k, dim=-1, sorted=False)
+    return torch.zeros_like(pre).scatter_(-1, indices, torch.relu(values))
 
 
 @register("topk")
@@ -18,7 +23,15 @@ class TopKSAE(Dictionary):
     @classmethod
     def validate(cls, cfg):
         if not 0 < cfg.k <= cfg.d_dict:
-            raise ValueError(f"topk SAEs need 0 < k <= d_dict, got k={cfg.k}, d_dict={cfg.d_dict}.")
+            raise ValueError(f"{cfg.arch} SAEs need 0 < k <= d_dict, got k={cfg.k}, d_dict={cfg.d_dict}.")
 
     def activation(self, pre):
         return topk_codes(pre, self.cfg.k)
+
+    def selection_scale(self, x: torch.Tensor, **extras) -> torch.Tensor | None:
+        """Per-latent factors [batch, d_dict] that re-rank latents for selection (None: by pre-activation)."""
+        return None
+
+    def training_forward(self, x, **extras):
+        values, indices = topk_encode(self.centred(x), self.W_enc, self.b_enc, self.cfg.k, self.selection_scale(x, **extras))
+        return TrainingStep(sparse_decode(values, indices, self.W_dec) + self.b_dec + self.skip(x), values=values, indices=indices)

@@ -30,7 +30,7 @@ def test_identity_dictionary_reconstructs_exactly(arch):
     dic = identity_dictionary(arch)
     x = torch.randn(50, 6, dtype=torch.float64)
     assert torch.allclose(dic(x), x, atol=1e-12)
-    assert torch.allclose(dic.training_forward(x)[2], x, atol=1e-12)
+    assert torch.allclose(dic.training_forward(x).recon, x, atol=1e-12)
 
 
 def test_topk_keeps_exactly_k():
@@ -52,7 +52,8 @@ def test_batchtopk_keeps_k_times_batch_and_learns_threshold():
     with torch.no_grad():
         dic.b_enc.fill_(100.0)
     x = torch.randn(20, 8, dtype=torch.float64)
-    pre, codes, _ = dic.training_forward(x)
+    step = dic.training_forward(x)
+    pre, codes = step.pre, step.codes
     assert int((codes != 0).sum()) == 3 * 20
     assert dic.threshold.item() == pytest.approx(codes[codes != 0].min().item())
     inference = dic.encode(x)

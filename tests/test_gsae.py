@@ -37,12 +37,12 @@ def test_gradient_selects_a_small_but_loss_relevant_latent():
             sae.b_dec.zero_()
     x = torch.tensor([[1.0, 0.5, 0.0, 0.0]], dtype=torch.float64)
     grad = torch.tensor([[0.0, 3.0, 0.0, 0.0]], dtype=torch.float64)  # only latent 1 moves the loss
-    assert d.training_forward(x)[1].nonzero().tolist() == [[0, 0]]
-    assert g.training_forward(x, grad=grad)[1].nonzero().tolist() == [[0, 1]]  # 0.5 * (1 + 4) > 1
+    assert d.training_forward(x).indices.tolist() == [[0]]
+    assert g.training_forward(x, grad=grad).indices.tolist() == [[1]]  # 0.5 * (1 + 4) > 1
     assert g.encode(x).nonzero().tolist() == [[0, 0]]  # no gradient at inference: plain TopK
     zero_beta = architecture("gsae")(g.cfg.replace(beta=0.0))
     zero_beta.load_state_dict(g.state_dict())
-    assert zero_beta.training_forward(x, grad=grad)[1].nonzero().tolist() == [[0, 0]]
+    assert zero_beta.training_forward(x, grad=grad).indices.tolist() == [[0]]
 
 
 def test_beta_zero_trains_exactly_like_topk(tiny, tmp_path):

@@ -1,0 +1,147 @@
+"""Training and inference throughput of the kernels against a dense reference and the GEMM floor.
+
+    W1  TopK SAE training step (encode, decode, MSE, backward, Adam, decoder renorm):
+        (a) our sparse kernels, (b) a dense TopK reference, (c) the encoder GEMM alone (the floor)
+    W2  ReLU + L1 SAE training step, same shapes (dense ops; the kernels have nothing to add)
+    W3  inference: encode + decode of 65,536 activations, ours against the dense reference
+
+All rows take turns in one process (common.best_times), so their ratios hold
+even when other processes share the CPU.
+
+Run: python benchmarks/bench_train.py [--rounds 4] [--workloads W1,W2,W3] [--profile]
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import SHAPES, Shapes, best_times, gemm_floor_call, synthetic_activations  # noqa: E402
+
+from interp.kernels import sparse_decode, topk_encode  # noqa: E402
+from interp.kernels.dense import dense_decode, dense_topk_encode  # noqa: E402
+
+
+def init_params(s: Shapes) -> dict[str, torch.Tensor]:
+    """W_enc [d_in, d_dict] = W_dec.T, unit-norm decoder rows, zero biases.
+
+    W_enc is stored latent-major (a [d_dict, d_in] tensor viewed transposed, as
+    nn.Linear stores its weight), which spares the encoder backward two copies.
+    """
+    g = torch.Generator().manual_seed(0)
+    W_dec = torch.randn(s.d_dict, s.d_in, generator=g)
+    W_dec /= W_dec.norm(dim=1, keepdim=True)
+    params = dict(W_enc=W_dec.clone().t(), b_enc=torch.zeros(s.d_dict), W_dec=W_dec, b_dec=torch.zeros(s.d_in))
+    return {name: p.requires_grad_() for name, p in params.items()}
+
+
+def topk_sparse(p, x, k):
+    values, indices = topk_encode(x - p["b_dec"], p["W_enc"], p["b_enc"], k)
+    return sparse_decode(values, indices, p["W_dec"]) + p["b_dec"], 0.0
+
+
+def topk_dense(p, x, k):
+    codes = dense_topk_encode(x - p["b_dec"], p["W_enc"], p["b_enc"], k)
+    return dense_decode(codes, p["W_dec"]) + p["b_dec"], 0.0
+
+
+def relu_l1(p, x, l1_coeff):
+    codes = torch.relu((x - p["b_dec"]) @ p["W_enc"] + p["b_enc"])
+    sparsity = (codes * p["W_dec"].norm(dim=1)).sum(-1).mean()
+    return codes @ p["W_dec"] + p["b_dec"], l1_coeff * sparsity
+
+
+def train_step(forward, arg, s: Shapes = SHAPES, fused_adam: bool = True):
+    """A closure running one full training step: forward, MSE (+ penalty), backward, Adam, decoder renorm."""
+    p = init_params(s)
+    opt = torch.optim.Adam(p.values(), lr=s.lr, fused=fused_adam or None)
+    batches = synthetic_activations(4 * s.batch, s.d_in).split(s.batch)
+    state = {"i": 0}
+
+    def step():
+        x = batches[state["i"] % len(batches)]
+        state["i"] += 1
+        recon, penalty = forward(p, x, arg)
+        loss = (recon - x).pow(2).sum(-1).mean() + penalty
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            p["W_dec"] /= p["W_dec"].norm(dim=1, keepdim=True)
+
+    return step
+
+
+def inference(forward, s: Shapes = SHAPES):
+    """A closure encoding and decoding n_infer activations in batches, without autograd."""
+    p = {name: t.detach() for name, t in init_params(s).items()}
+    x = synthetic_activations(s.n_infer, s.d_in)
+
+    def run():
+        with torch.inference_mode():
+            for batch in x.split(s.batch):
+                forward(p, batch, s.k)
+
+    return run
+
+
+def profile_w1(steps: int = 2, top: int = 3) -> list[tuple[str, float]]:
+    """The `top` ops by self CPU time of our W1 step: [(name, ms per step)]."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step = train_step(topk_sparse, SHAPES.k)
+    step()  # warm up outside the profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    return [(e.key, e.self_cpu_time_total / 1e3 / steps) for e in events[:top]]
+
+
+def calls_for(workloads: set[str], s: Shapes = SHAPES) -> dict[str, tuple]:
+    """name -> (closure, tokens per call) for the floor and every row of `workloads`."""
+    calls = {"floor": (gemm_floor_call(s), s.batch)}
+    if "W1" in workloads:
+        calls["W1 ours"] = (train_step(topk_sparse, s.k), s.batch)
+        calls["W1 dense"] = (train_step(topk_dense, s.k), s.batch)
+    if "W2" in workloads:
+        calls["W2 ours"] = (train_step(relu_l1, s.l1_coeff), s.batch)
+    if "W3" in workloads:
+        calls["W3 ours"] = (inference(topk_sparse), s.n_infer)
+        calls["W3 dense"] = (inference(topk_dense), s.n_infer)
+    return calls
+
+
+def tokens_per_s(calls: dict[str, tuple], rounds: int) -> dict[str, float]:
+    """Run the calls in turns; tokens/s of each from its fastest round."""
+    best = best_times({name: fn for name, (fn, _) in calls.items()}, rounds)
+    return {name: tokens / best[name] for name, (_, tokens) in calls.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=4, help="timed turns of every row (fewer = faster, noisier)")
+    ap.add_argument("--workloads", default="W1,W2,W3")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--profile", action="store_true", help="print the top 3 ops of W1 by self CPU time")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    r = tokens_per_s(calls_for(set(args.workloads.split(","))), args.rounds)
+    floor = r["floor"]
+    print(f"{'row':10s} {'tokens/s':>10s} {'/ floor':>8s}")
+    for name, tps in r.items():
+        print(f"{name:10s} {tps:10.0f} {tps / floor:8.2f}")
+    for w in ("W1", "W3"):
+        if f"{w} ours" in r:
+            print(f"{w} ours / dense reference: {r[f'{w} ours'] / r[f'{w} dense']:.2f}x")
+    if args.profile:
+        print("W1 top ops by self CPU time (ms per step):")
+        for name, ms in profile_w1():
+            print(f"  {name:50s} {ms:8.1f}")
+
+
+if __name__ == "__main__":
+    main()

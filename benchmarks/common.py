@@ -1,0 +1,58 @@
+"""Workload shapes, synthetic activations and timing shared by the benchmark scripts.
+
+Pure torch, so the library runner can import it inside another virtual
+environment that does not have this toolkit installed.
+"""
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Shapes:
+    d_in: int = 512
+    d_dict: int = 8192
+    k: int = 32
+    batch: int = 4096  # tokens per training step (W1, W2) and per inference batch (W3)
+    n_infer: int = 65536  # activations encoded and decoded in W3
+    l1_coeff: float = 5.0  # W2
+    lr: float = 1e-4
+
+
+SHAPES = Shapes()
+
+
+def synthetic_activations(n: int, d_in: int, seed: int = 0) -> torch.Tensor:
+    """[n, d_in] float32 activations with an uneven spectrum, like a residual stream."""
+    g = torch.Generator().manual_seed(seed)
+    scales = torch.logspace(0, -1.5, d_in)
+    return torch.randn(n, d_in, generator=g) * scales + 0.1
+
+
+def best_times(calls: dict, rounds: int, warmup: int = 1) -> dict[str, float]:
+    """Fastest wall seconds of each zero-argument call, the calls taking turns round by round.
+
+    The machine may be shared: taking turns exposes every call to the same
+    load, and the fastest of its rounds estimates its uncontended cost (other
+    processes only ever add time). Ratios between calls of one run are the
+    numbers to trust.
+    """
+    best = {name: float("inf") for name in calls}
+    for r in range(warmup + rounds):
+        for name, fn in calls.items():
+            start = time.perf_counter()
+            fn()
+            if r >= warmup:
+                best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def gemm_floor_call(shapes: Shapes = SHAPES):
+    """One encoder GEMM [batch, d_in] @ [d_in, d_dict] + bias into a reused buffer: no SAE step beats it."""
+    x = synthetic_activations(shapes.batch, shapes.d_in)
+    W = torch.randn(shapes.d_dict, shapes.d_in).t() / shapes.d_in**0.5  # same layout as the SAEs' W_enc
+    b = torch.zeros(shapes.d_dict)
+    out = torch.empty(shapes.batch, shapes.d_dict)
+    return lambda: torch.addmm(b, x, W, out=out)
