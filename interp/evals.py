@@ -51,7 +51,7 @@ def evaluate(model, dictionary: Dictionary, tokens: torch.Tensor, batch_size: in
 
 def _accumulate_reconstruction(s: _Sums, dictionary: Dictionary, x: torch.Tensor, y: torch.Tensor) -> None:
     codes = dictionary.encode(x)
-    recon = dictionary.decode(codes).double()
+    recon = (dictionary.decode(codes) + dictionary.skip(x)).double()
     s.tokens += len(y)
     s.sq_err += (recon - y).pow(2).sum().item()
     s.sq_norm += y.pow(2).sum().item()

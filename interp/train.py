@@ -27,7 +27,7 @@ from interp.losses import auxk_loss, normalize_rows, reconstruction_loss, remove
 @dataclass(frozen=True)
 class TrainConfig:
     tokens: int = 500_000
-    lr: float = 4e-4
+    lr: float = 1e-3
     warmup_steps: int = 20  # capped at 5% of the run
     decay_fraction: float = 0.2
     grad_clip: float = 1.0

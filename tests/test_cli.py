@@ -58,3 +58,13 @@ def test_existing_run_is_not_overwritten(tmp_path, capsys):
 def test_bad_arguments_give_one_clear_line(tmp_path, capsys, bad):
     assert main(["train", *SMALL, "--out", str(tmp_path / "x"), *bad]) == 2
     assert capsys.readouterr().err.startswith("error:")
+
+
+def test_transcoder_from_the_command_line(tmp_path):
+    args = ["train", *SMALL, "--transcoder", "--layer", "1", "--skip", "--k", "8", "--out", str(tmp_path)]
+    assert main(args) == 0
+    cfg = json.loads((tmp_path / "cfg.json").read_text())
+    assert (cfg["hook_in"], cfg["hook_out"]) == ("blocks.1.ln2.hook_normalized", "blocks.1.hook_mlp_out")
+    assert cfg["skip"] and not cfg["subtract_b_dec"]
+    assert "W_skip" in load_file(tmp_path / "sae.safetensors")
+    assert json.loads((tmp_path / "metrics.json").read_text())["fvu"] < 1

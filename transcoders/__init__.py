@@ -1,0 +1,16 @@
+"""Transcoders (Dunefsky et al., "Transcoders Find Interpretable LLM Feature
+Circuits", 2024) and skip transcoders (Paulo et al., 2025).
+
+A transcoder is a sparse dictionary from an MLP's input
+(`blocks.L.ln2.hook_normalized`) to its output (`blocks.L.hook_mlp_out`),
+trained with MSE to the MLP's output, so its latents describe what the MLP
+computes rather than what the residual stream holds. A skip transcoder adds a
+linear path W_skip [d_in, d_out] beside the sparse one. Any registered
+architecture (ReLU+L1, TopK, ...) can be a transcoder: this module only builds
+the configuration and the activation-store keys; training, evals and splicing
+are the shared ones.
+"""
+
+from transcoders.config import mlp_hooks, transcoder_config
+
+__all__ = ["mlp_hooks", "transcoder_config"]

@@ -32,7 +32,7 @@ def add_arguments(t) -> None:
     t.add_argument("--aux-k", type=int, default=None, help="AuxK latents for dead latents (default d_in/2 for topk/batchtopk, 0 otherwise)")
     t.add_argument("--tokens", type=int, default=400_000, help="training tokens")
     t.add_argument("--batch-size", type=int, default=4096, help="tokens per step")
-    t.add_argument("--lr", type=float, default=4e-4)
+    t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (1e-3 suits the short CPU runs; large runs use less)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints")
     t.add_argument("--cache-dir", default=None, help="cache harvested activations here (reused across runs)")
@@ -41,6 +41,9 @@ def add_arguments(t) -> None:
     t.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     t.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
 
+    t.add_argument("--transcoder", action="store_true", help="train a transcoder: MLP input -> MLP output of --layer")
+    t.add_argument("--layer", type=int, default=None, help="block of the transcoder's MLP")
+    t.add_argument("--skip", action="store_true", help="skip transcoder: add a linear path beside the sparse one")
     t.add_argument("--wandb", default=None, metavar="PROJECT", help="log losses to this wandb project (needs wandb)")
     add_source_arguments(t)
 
@@ -60,7 +63,8 @@ def _sweep(args, d_in: int) -> list[tuple[str, dict]]:
 
 
 def _prepare_out(args) -> Path:
-    out = Path(args.out or f"runs/{args.arch}-{args.hook}")
+    default = f"runs/transcoder-{args.layer}-{args.arch}" if args.transcoder else f"runs/{args.arch}-{args.hook}"
+    out = Path(args.out or default)
     if args.resume:
         return out
     if (out / "checkpoint.safetensors").exists() and not args.overwrite:
@@ -81,29 +85,43 @@ def run(args) -> int:
 
     out = _prepare_out(args)
     model = load_model(args.model, args.device, getattr(torch, args.dtype))
-    gradients = {"grad": args.hook} if "grad" in architecture(args.arch).needs else None
-    store = ActivationStore(model, {"x": args.hook}, source=args.source, n_ctx=args.n_ctx, batch_size=args.batch_size,
+    hooks = _hooks(args)
+    gradients = {"grad": hooks["x"]} if "grad" in architecture(args.arch).needs else None
+    store = ActivationStore(model, hooks, source=args.source, n_ctx=args.n_ctx, batch_size=args.batch_size,
                             seed=args.seed, device=args.device, cache_dir=args.cache_dir, text_column=args.text_column,
                             gradients=gradients)
-    d_in = store.block_rows(0)["x"].shape[1]
+    rows = store.block_rows(0)
+    d_in, d_out = rows["x"].shape[1], rows.get("target", rows["x"]).shape[1]
     train_cfg = TrainConfig(tokens=args.tokens, lr=args.lr, seed=args.seed, checkpoint_every=args.checkpoint_every,
                             autocast=args.autocast)
     aux_k = args.aux_k if args.aux_k is not None else (d_in // 2 if args.arch in ("topk", "batchtopk", "gsae") else 0)
     training = {"source": args.source, "split": "train", "n_ctx": args.n_ctx, "tokens": train_cfg.steps(args.batch_size) * args.batch_size,
                 "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}
-    base = DictionaryConfig(arch=args.arch, d_in=d_in, d_dict=8 * d_in, hook_in=args.hook, model=args.model, aux_k=aux_k,
-                            dead_tokens=max(args.batch_size, args.tokens // 10), bandwidth=args.bandwidth, training=training)
+    base = DictionaryConfig(arch=args.arch, d_in=d_in, d_out=d_out, d_dict=8 * d_in, hook_in=hooks["x"],
+                            hook_out=hooks.get("target", ""), subtract_b_dec=not args.transcoder, skip=args.skip,
+                            model=args.model, aux_k=aux_k, dead_tokens=max(args.batch_size, args.tokens // 10),
+                            bandwidth=args.bandwidth, training=training)
     sweep = _sweep(args, d_in)
     torch.manual_seed(args.seed)
     dictionaries = [architecture(args.arch)(base.replace(**fields)) for _, fields in sweep]
     eval_tokens = take_contexts(model, args.source, "validation", args.n_ctx, args.eval_contexts, text_column=args.text_column)
     log = _wandb_logger(args, [n or "run" for n, _ in sweep]) if args.wandb else None
     folders = train_and_save(model, store, dictionaries, train_cfg, out, eval_tokens, names=[n for n, _ in sweep],
-                             resume=args.resume, log=log)
+                             resume=args.resume, log=log, target_key="target" if "target" in hooks else None)
     for folder in folders:
         print(f"{folder}: {json.dumps(headline(folder))}")
     return 0
 
+
+def _hooks(args) -> dict[str, str]:
+    """Store keys: "x" (and "target" for transcoders, which map the MLP's input to its output)."""
+    if not args.transcoder:
+        return {"x": args.hook}
+    if args.layer is None:
+        raise ValueError("--transcoder needs --layer L (the block whose MLP it replaces).")
+    from transcoders import mlp_hooks
+
+    return mlp_hooks(args.layer)
 
 
 def _wandb_logger(args, names: list[str]):
