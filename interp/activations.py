@@ -31,7 +31,7 @@ class ActivationStore:
     """
 
     def __init__(self, model, hooks: dict[str, str], source: str = "shakespeare", split: str = "train",
-                 n_ctx: int = 128, batch_size: int = 4096, block_contexts: int = 256, forward_batch: int = 16,
+                 n_ctx: int = 128, batch_size: int = 4096, block_contexts: int = 256, forward_batch: int = 32,
                  seed: int = 0, device: str = "cpu", cache_dir: str | None = None, text_column: str = "text",
                  gradients: dict[str, str] | None = None):
         self.model, self.hooks, self.gradients = model, dict(hooks), dict(gradients or {})
