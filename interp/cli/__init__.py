@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["train", "eval"]
+COMMANDS = ["train", "eval", "lib"]
 
 
 def add_source_arguments(p: argparse.ArgumentParser) -> None:
