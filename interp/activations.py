@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from interp.data import iter_contexts, token_mask
+from interp.distributed import world
 from interp.gradients import activations_and_gradients
 from interp.model import hook_layer, validate_hook
 from interp.shard_cache import ShardCache
@@ -28,18 +29,21 @@ class ActivationStore:
 
     `gradients` names further keys holding the gradient of the model's loss at a hook
     (e.g. {"grad": "blocks.6.hook_resid_post"}); they cost one backward pass of the model.
+    `shard` = (rank, world size) serves only blocks rank, rank + world, ... (default: the
+    torch.distributed rank, so data-parallel ranks read disjoint data).
     """
 
     def __init__(self, model, hooks: dict[str, str], source: str = "shakespeare", split: str = "train",
                  n_ctx: int = 128, batch_size: int = 4096, block_contexts: int = 256, forward_batch: int = 32,
                  seed: int = 0, device: str = "cpu", cache_dir: str | None = None, text_column: str = "text",
-                 gradients: dict[str, str] | None = None):
+                 gradients: dict[str, str] | None = None, shard: tuple[int, int] | None = None):
         self.model, self.hooks, self.gradients = model, dict(hooks), dict(gradients or {})
         for name in set(self.hooks.values()) | set(self.gradients.values()):
             validate_hook(model, name)
         self.source, self.split, self.n_ctx, self.text_column = source, split, n_ctx, text_column
         self.batch_size, self.block_contexts, self.forward_batch = batch_size, block_contexts, forward_batch
         self.seed, self.device = seed, device
+        self.rank, self.world_size = shard or world()
         self.stop_at_layer = max(hook_layer(h) for h in self.hooks.values()) + 1
         self.cache = None if cache_dir is None else ShardCache(cache_dir, self._description())
         self.block, self.served, self.carry = 0, 0, None
@@ -75,14 +79,18 @@ class ActivationStore:
                                                  stop_at_layer=self.stop_at_layer)
         return cache
 
+    def _global(self, block: int) -> int:
+        """This shard's block `block` in the whole stream."""
+        return block * self.world_size + self.rank
+
     def _block_tokens(self, block: int) -> torch.Tensor:
-        start = block * self.block_contexts
-        if self._contexts is None or self._next_context != start:
+        start = self._global(block) * self.block_contexts
+        if self._contexts is None or self._next_context > start:
             self._contexts, self._next_context = self._cycle(), 0
-            for _ in islice(self._contexts, start):
-                self._next_context += 1
+        for _ in islice(self._contexts, start - self._next_context):  # skip other shards' blocks
+            pass
         tokens = torch.stack(list(islice(self._contexts, self.block_contexts)))
-        self._next_context += len(tokens)
+        self._next_context = start + len(tokens)
         return tokens
 
     def _cycle(self) -> Iterator[torch.Tensor]:
@@ -101,12 +109,12 @@ class ActivationStore:
         """All activations of one block, shuffled deterministically, read from the cache when present."""
         if self._memo is not None and self._memo[0] == block:
             return self._memo[1]
-        if self.cache is not None and block in self.cache:
-            rows = self.cache.read(block)
+        if self.cache is not None and self._global(block) in self.cache:
+            rows = self.cache.read(self._global(block))
         else:
             rows = self.harvest(self._block_tokens(block))
             if self.cache is not None:
-                self.cache.write(block, rows)
+                self.cache.write(self._global(block), rows)
         self._memo = (block, rows)
         return rows
 
@@ -116,7 +124,7 @@ class ActivationStore:
             pool = self.block_rows(self.block)
             if self.carry is not None:
                 pool = {k: torch.cat([self.carry[k], v]) for k, v in pool.items()}
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.block)
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self._global(self.block))
             order = torch.randperm(len(next(iter(pool.values()))), generator=g)
             n_batches = len(order) // self.batch_size
             for i in range(self.served, n_batches):

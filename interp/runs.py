@@ -39,12 +39,17 @@ def train_and_save(model, store, dictionaries: list[Dictionary], train_cfg, out_
     from interp.evals import evaluate
     from interp.train import train
 
+    from interp.distributed import is_main, world
+
     out_dir = Path(out_dir)
     trained = train(dictionaries, store, train_cfg, out_dir, input_key=input_key, target_key=target_key, resume=resume, log=log)
     folders = [out_dir] if len(trained) == 1 else [out_dir / n for n in (names or [str(i) for i in range(len(trained))])]
+    if not is_main():  # every rank holds the same weights; rank 0 writes them
+        return folders
     for d, folder in zip(trained, folders):
         d.save(folder)
         metrics, density = evaluate(model, d, eval_tokens)
-        metrics["tokens_trained"] = train_cfg.steps(store.batch_size) * store.batch_size
+        step_tokens = store.batch_size * world()[1]
+        metrics["tokens_trained"] = train_cfg.steps(step_tokens) * step_tokens
         write_metrics(folder, metrics, density)
     return folders

@@ -4,8 +4,9 @@ of activations is served to every dictionary, so a sweep costs one model pass.
 Adam with linear warm-up and a linear decay over the last `decay_fraction` of
 steps, gradient clipping, a unit-norm decoder (for architectures that want
 it), AuxK on latents dead for `dead_tokens` tokens, bf16 autocast on CUDA, an
-atomic checkpoint every `checkpoint_every` steps and on SIGINT/SIGTERM, and
-exact resume.
+atomic checkpoint every `checkpoint_every` steps and on SIGINT/SIGTERM, exact
+resume, and data parallelism under torchrun (`interp.distributed`: each rank's
+store serves its own shard and gradients are averaged every step).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from interp.activations import ActivationStore
 from interp.checkpoint import TrainingInterrupted, load_checkpoint, save_checkpoint, stop_on_signals
 from interp.config import to_dict
 from interp.dictionary import Dictionary
+from interp.distributed import (any_rank, average_buffers, average_gradients, broadcast_module, broadcast_object,
+                                gather_objects, union, world)
 from interp.losses import auxk_loss, normalize_rows, reconstruction_loss, remove_parallel_grad
 
 
@@ -67,6 +70,8 @@ class Trainee:
                                      "lower --lr or check the activations. The last checkpoint is kept.")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        average_gradients(d.parameters())
+        average_buffers(d)
         if d.unit_norm_decoder:
             remove_parallel_grad(d.W_dec)
         torch.nn.utils.clip_grad_norm_(d.parameters(), cfg.grad_clip)
@@ -75,7 +80,8 @@ class Trainee:
         self.optimizer.step()
         if d.unit_norm_decoder:
             normalize_rows(d.W_dec)
-        self.since_fired = torch.where(step.fired(d.d_dict).cpu(), 0, self.since_fired + len(x))
+        fired = union(step.fired(d.d_dict)).cpu()
+        self.since_fired = torch.where(fired, 0, self.since_fired + len(x) * world()[1])
         return {"loss": loss.item(), "mse": mse.item(), "l0": step.l0()}
 
     def _auxk(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
@@ -121,27 +127,32 @@ def train(dictionaries: list[Dictionary], store: ActivationStore, cfg: TrainConf
     if cfg.tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     _check_widths(dictionaries, store, input_key, target_key)
-    scales = store.norm_scales()
+    scales = broadcast_object(store.norm_scales())  # rank 0's shard starts the whole stream: one scale for all
     scale_in, scale_out = scales[input_key], scales[target_key]
     trainees = [Trainee(d, cfg) for d in dictionaries]
-    n_steps = cfg.steps(store.batch_size)
-    header = {"train": to_dict(cfg), "dictionaries": [to_dict(d.cfg) for d in dictionaries], "batch_size": store.batch_size}
+    rank, world_size = world()
+    n_steps = cfg.steps(store.batch_size * world_size)
+    header = {"train": to_dict(cfg), "dictionaries": [to_dict(d.cfg) for d in dictionaries],
+              "batch_size": store.batch_size, "world_size": world_size}
     if resume:
         step = _restore(out_dir, header, trainees, store)
     else:
         step = 0
-        first = next(iter(store))
-        store.load_state({"block": 0, "served": 0}, {})  # initialisation does not consume training data
+        sample = store.block_rows(0)  # the stream's first block (rank 0's); initialisation consumes no batch
         for d in dictionaries:  # the same seed for each, so a sweep's members match their solo runs
             g = torch.Generator().manual_seed(cfg.seed)
-            d.init_from_data(first[input_key].cpu() * scale_in, first[target_key].cpu() * scale_out, g)
+            d.init_from_data(sample[input_key].cpu() * scale_in, sample[target_key].cpu() * scale_out, g)
+            broadcast_module(d)
 
     def checkpoint():
-        state = {**header, "step": step, "store": store.state_dict()}
-        tensors = {k: v for i, t in enumerate(trainees) for k, v in t.tensors(i).items()}
-        save_checkpoint(out_dir, state, {**tensors, **store.state_tensors()})
+        stores = gather_objects((store.state_dict(), store.state_tensors()))
+        if rank == 0:
+            state = {**header, "step": step, "store": [s for s, _ in stores]}
+            tensors = {k: v for i, t in enumerate(trainees) for k, v in t.tensors(i).items()}
+            tensors.update({f"rank{r}.{k}": v for r, (_, ts) in enumerate(stores) for k, v in ts.items()})
+            save_checkpoint(out_dir, state, tensors)
 
-    bar = tqdm(total=n_steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
+    bar = tqdm(total=n_steps, initial=step, desc="train", unit="step", dynamic_ncols=True, disable=rank > 0)
     stream = iter(store)
     with stop_on_signals() as stop:
         while step < n_steps:
@@ -154,7 +165,7 @@ def train(dictionaries: list[Dictionary], store: ActivationStore, cfg: TrainConf
             bar.set_postfix(mse=f"{logs[0]['mse']:.3g}", l0=f"{logs[0]['l0']:.1f}")
             if log is not None:
                 log(step, logs)
-            if stop.requested:
+            if any_rank(stop.requested):
                 checkpoint()
                 bar.close()
                 raise TrainingInterrupted(f"Stopped at step {step}/{n_steps}; checkpoint in {out_dir}. Resume with --resume.")
@@ -176,12 +187,14 @@ def _check_widths(dictionaries, store, input_key, target_key):
 
 def _restore(out_dir, header, trainees, store) -> int:
     state, tensors = load_checkpoint(out_dir)
-    for key in ("train", "dictionaries", "batch_size"):
+    for key in ("train", "dictionaries", "batch_size", "world_size"):
         if state[key] != header[key]:
             raise ValueError(f"The checkpoint in {out_dir} was written with a different {key}:\n  saved {state[key]}\n"
                              f"  now   {header[key]}\nResume with the same settings, or use a new output folder.")
     for i, t in enumerate(trainees):
         t.load(i, tensors)
-    store.load_state(state["store"], tensors)
+    rank = world()[0]
+    prefix = f"rank{rank}."
+    store.load_state(state["store"][rank], {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
     return int(state["step"])
 

@@ -83,12 +83,18 @@ def run(args) -> int:
     from interp.runs import train_and_save
     from interp.train import TrainConfig
 
+    from interp.distributed import init_from_env, world
+
+    device = init_from_env(args.device)
+    _, world_size = world()
+    if args.batch_size % world_size:
+        raise ValueError(f"--batch-size {args.batch_size} must divide among {world_size} ranks.")
     out = _prepare_out(args)
-    model = load_model(args.model, args.device, getattr(torch, args.dtype))
+    model = load_model(args.model, device, getattr(torch, args.dtype))
     hooks = _hooks(args)
     gradients = {"grad": hooks["x"]} if "grad" in architecture(args.arch).needs else None
-    store = ActivationStore(model, hooks, source=args.source, n_ctx=args.n_ctx, batch_size=args.batch_size,
-                            seed=args.seed, device=args.device, cache_dir=args.cache_dir, text_column=args.text_column,
+    store = ActivationStore(model, hooks, source=args.source, n_ctx=args.n_ctx, batch_size=args.batch_size // world_size,
+                            seed=args.seed, device=device, cache_dir=args.cache_dir, text_column=args.text_column,
                             gradients=gradients)
     rows = store.block_rows(0)
     d_in, d_out = rows["x"].shape[1], rows.get("target", rows["x"]).shape[1]
@@ -108,7 +114,7 @@ def run(args) -> int:
     log = _wandb_logger(args, [n or "run" for n, _ in sweep]) if args.wandb else None
     folders = train_and_save(model, store, dictionaries, train_cfg, out, eval_tokens, names=[n for n, _ in sweep],
                              resume=args.resume, log=log, target_key="target" if "target" in hooks else None)
-    for folder in folders:
+    for folder in folders if world()[0] == 0 else []:
         print(f"{folder}: {json.dumps(headline(folder))}")
     return 0
 

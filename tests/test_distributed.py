@@ -1,0 +1,119 @@
+"""Data-parallel training on CPU with gloo and two processes."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from safetensors.torch import load_file, save_file
+
+from interp.dictionary import DictionaryConfig, architecture
+from interp.train import TrainConfig, train
+
+D, B, STEPS = 16, 64, 12
+
+
+class FixedStore:
+    """Serves rows step*B .. (step+1)*B of a fixed tensor, split evenly among ranks."""
+
+    hooks = {"x": "synthetic"}
+
+    def __init__(self, data, rank=0, world=1):
+        self.data, self.rank, self.world = data, rank, world
+        self.batch_size = B // world
+        self.step = 0
+
+    def block_rows(self, block):
+        return {"x": self.data[:B]}
+
+    def norm_scales(self):
+        return {"x": 1.0}
+
+    def __iter__(self):
+        while True:
+            rows = self.data[self.step * B + self.rank * self.batch_size:][: self.batch_size]
+            self.step += 1
+            yield {"x": rows}
+
+    def state_dict(self):
+        return {"block": self.step, "served": 0}
+
+    def state_tensors(self):
+        return {}
+
+    def load_state(self, state, tensors):
+        self.step = state["block"]
+
+
+def data():
+    g = torch.Generator().manual_seed(0)
+    basis = torch.randn(48, D, generator=g)
+    codes = torch.rand(STEPS * B, 48, generator=g) * (torch.rand(STEPS * B, 48, generator=g) < 0.1)
+    return codes @ basis
+
+
+def dictionary(arch):
+    fields = {"k": 4} if arch == "topk" else {"l1_coeff": 0.5}
+    return architecture(arch)(DictionaryConfig(arch=arch, d_in=D, d_dict=64, **fields))
+
+
+def _rank(rank, world, folder, arch):
+    import saes  # noqa: F401
+
+    dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    (out,) = train([dictionary(arch)], FixedStore(data(), rank, world), TrainConfig(tokens=STEPS * B, lr=3e-3),
+                   f"{folder}/ddp")
+    save_file(out.state_dict(), f"{folder}/rank{rank}.safetensors")
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("arch", ["topk", "relu"])
+def test_two_ranks_equal_one_rank_with_the_summed_batch(tmp_path, arch):
+    mp.spawn(_rank, args=(2, str(tmp_path), arch), nprocs=2, join=True)
+    (single,) = train([dictionary(arch)], FixedStore(data()), TrainConfig(tokens=STEPS * B, lr=3e-3), tmp_path / "one")
+    ranks = [load_file(tmp_path / f"rank{r}.safetensors") for r in range(2)]
+    for name, value in single.state_dict().items():
+        assert torch.equal(ranks[0][name], ranks[1][name]), name  # ranks stay identical
+        assert torch.allclose(ranks[0][name], value, atol=2e-5), (name, (ranks[0][name] - value).abs().max())
+
+
+TINY = "tiny:n_layers=2,d_model=32,n_heads=4,d_mlp=64,n_ctx=64"
+
+
+def torchrun(tmp_path, out, extra=(), **kw):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(f"line {i} " + "to be or not to be " * (i % 7 + 1) for i in range(300)))
+    args = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(29500 + os.getpid() % 1000),
+            "-m", "interp", "train", "--model", TINY, "--hook", "blocks.1.hook_resid_post", "--source", str(corpus),
+            "--n-ctx", "32", "--batch-size", "128", "--width", "128", "--k", "8", "--eval-contexts", "2",
+            "--checkpoint-every", "10", "--out", str(out), *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, **kw)
+
+
+@pytest.mark.slow
+def test_torchrun_uneven_shards_finish_and_a_killed_rank_resumes(tmp_path):
+    """The corpus's last block is short and only one rank gets it: nothing may hang. Kill one rank, resume both."""
+    full = torchrun(tmp_path, tmp_path / "full", ["--tokens", str(128 * 300)])
+    _, err = full.communicate(timeout=600)
+    assert full.returncode == 0, err.decode()[-3000:]
+    cut = torchrun(tmp_path, tmp_path / "cut", ["--tokens", str(128 * 300)])
+    ckpt = tmp_path / "cut" / "checkpoint.safetensors"
+    deadline = time.time() + 300
+    while not ckpt.exists() and time.time() < deadline and cut.poll() is None:
+        time.sleep(0.05)
+    ranks = subprocess.run(["pgrep", "-f", "-s", str(cut.pid), "interp train"], capture_output=True, text=True).stdout.split()
+    os.kill(int(ranks[-1]), signal.SIGTERM)  # one rank only
+    _, err = cut.communicate(timeout=300)
+    assert cut.returncode != 0 and not (tmp_path / "cut" / "sae.safetensors").exists(), err.decode()[-3000:]
+    resumed = torchrun(tmp_path, tmp_path / "cut", ["--tokens", str(128 * 300), "--resume"])
+    _, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err.decode()[-3000:]
+    a, b = load_file(tmp_path / "full" / "sae.safetensors"), load_file(tmp_path / "cut" / "sae.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
