@@ -34,6 +34,7 @@ def main():
     p.add_argument("--eval-contexts", type=int, default=32)
     p.add_argument("--steer-latents", type=int, default=32)
     p.add_argument("--out", default="runs/gsae_vs_topk")
+    p.add_argument("--resume", action="store_true", help="reuse a finished or interrupted training in --out")
     args = p.parse_args()
     ks = [int(k) for k in args.ks.split(",")]
     model = load_model("embedded")
@@ -44,14 +45,15 @@ def main():
     runs = [(arch, k, architecture(arch)(base.replace(arch=arch, k=k, beta=args.beta if arch == "gsae" else 0.0)))
             for k in ks for arch in ("topk", "gsae")]
     start = time.time()
-    trained = train([d for *_, d in runs], store, TrainConfig(tokens=args.tokens, lr=1e-3), args.out)
+    trained = train([d for *_, d in runs], store, TrainConfig(tokens=args.tokens, lr=1e-3), args.out, resume=args.resume)
     train_s = time.time() - start
     held = take_contexts(model, "shakespeare", "validation", 128, args.eval_contexts)
-    steer_tokens = held[:4, :64]
+    steer_tokens = held[:2, :64]
     rows = []
     for (arch, k, _), d in zip(runs, trained):
         m, density = evaluate(model, d, held)
         effect = steering_effects(model, d, steer_tokens, alive_latents(density, args.steer_latents))
+        print(arch, k, m["ce_loss_spliced"], m["fvu"], effect.mean().item(), flush=True)
         rows.append({"arch": arch, "k": k, "ce_spliced": m["ce_loss_spliced"], "ce_clean": m["ce_loss_clean"],
                      "ce_recovered": m["ce_recovered"], "kl": m["kl_spliced"], "fvu": m["fvu"], "l0": m["l0"],
                      "dead": m["dead_fraction"], "steering_kl": effect.mean().item()})
