@@ -1,4 +1,4 @@
-"""A run folder: cfg.json, sae.safetensors, metrics.json and density.html."""
+"""A run folder (cfg.json, sae.safetensors, metrics.json, density.html) and the train-then-save recipe."""
 
 from __future__ import annotations
 
@@ -23,10 +23,6 @@ def write_metrics(folder: Path, metrics: dict, density: torch.Tensor) -> None:
 
 def read_metrics(folder: Path) -> dict:
     return json.loads((Path(folder) / METRICS_FILE).read_text())
-
-
-def load_run(folder: Path, device: str = "cpu") -> Dictionary:
-    return Dictionary.load(folder, device)
 
 
 def train_and_save(model, store, dictionaries: list[Dictionary], train_cfg, out_dir: Path, eval_tokens: torch.Tensor,
