@@ -11,12 +11,21 @@ Choices (documented here because the paper leaves them open):
   means the same at every hook and for every model: a latent aligned with the
   gradient has its score multiplied by (1 + beta). The gradient's raw scale
   varies by orders of magnitude across tokens and would otherwise dominate.
-- Without a gradient (inference, splicing) selection is plain TopK on z.
+- Inference has no gradient. Two modes, measured in experiments/results/:
+  plain TopK on z (`encode(x)`, the default), or one global threshold theta
+  calibrated after training on held-out activations so that the mean L0 is k
+  (`calibrated_threshold` + `thresholded`: codes = z * [z > theta], so tokens
+  may use more or fewer than k latents, as the gradient let them in training).
+- `encode(x, grad=g)` selects with the true gradient, as in training. At
+  evaluation time g can be computed, but it depends on the tokens being
+  predicted: an oracle, an upper bound for gradient-free inference.
 """
 
 import torch
 
 from interp.dictionary import register
+from interp.kernels import topk_encode
+from saes.batchtopk import BatchTopKSAE
 from saes.topk import TopKSAE
 
 
@@ -32,3 +41,34 @@ class GradientSAE(TopKSAE):
 
     def selection_scale(self, x, grad=None, **extras):
         return None if grad is None else 1 + self.cfg.beta * sensitivity(grad, self.W_dec)
+
+    def encode(self, x: torch.Tensor, grad: torch.Tensor | None = None) -> torch.Tensor:
+        """[batch, d_in] -> codes [batch, d_dict]: plain TopK, or with `grad` [batch, d_out] the
+        gradient-weighted selection of training (an oracle at inference; see the module docstring)."""
+        if grad is None:
+            return super().encode(x)
+        values, indices = topk_encode(self.centred(x), self.W_enc, self.b_enc, self.cfg.k, self.selection_scale(x, grad=grad))
+        return torch.zeros(*values.shape[:-1], self.d_dict, dtype=values.dtype, device=values.device).scatter_(-1, indices, values)
+
+
+@torch.no_grad()
+def calibrated_threshold(sae: TopKSAE, x: torch.Tensor, k: int | None = None, batch_size: int = 4096) -> float:
+    """The global theta >= 0 at which z * [z > theta] has mean L0 k (default sae.cfg.k) on x [n, d_in].
+
+    theta is the (k*n + 1)-th largest pre-activation over all of x, found batch by batch."""
+    k = sae.cfg.k if k is None else k
+    keep = k * len(x)
+    top = sae.W_enc.new_empty(0)
+    for chunk in x.split(batch_size):
+        both = torch.cat([top, sae.pre_acts(chunk.to(sae.W_enc)).flatten()])
+        top = both.topk(min(keep + 1, len(both)), sorted=True).values
+    return max(0.0, top[keep].item()) if len(top) > keep else 0.0
+
+
+def thresholded(sae: TopKSAE, theta: float, calibration: str = "") -> BatchTopKSAE:
+    """A copy of `sae` whose encoder keeps z * [z > theta] (BatchTopK's inference, so it saves,
+    loads, splices and evaluates like any dictionary); `calibration` is recorded in cfg.training."""
+    training = {**sae.cfg.training, "from_arch": sae.cfg.arch, "threshold": theta, "calibration": calibration}
+    out = BatchTopKSAE(sae.cfg.replace(arch="batchtopk", training=training)).to(sae.W_enc.device)
+    out.load_state_dict({**sae.state_dict(), "threshold": torch.tensor(theta, dtype=sae.W_enc.dtype)})
+    return out

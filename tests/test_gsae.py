@@ -74,3 +74,52 @@ def test_steering_effect_matches_a_direct_computation(tiny):
     q = tiny.run_with_hooks(tokens, fwd_hooks=[(HOOK, add)])[:, :-1].log_softmax(-1)
     kl = (p.exp() * (p - q)).sum(-1)[:, 1:].mean()
     assert abs(effects[1].item() - kl.item()) < 1e-5 and effects[0] != effects[1]
+
+
+def test_oracle_encode_selects_like_training_and_reduces_to_topk_at_beta_zero():
+    from saes.gsae import GradientSAE
+
+    d = random_dictionary("topk", d_in=8, d_dict=32, k=4, seed=1)
+    g = GradientSAE(d.cfg.replace(arch="gsae", beta=3.0))
+    g.load_state_dict(d.state_dict())
+    x, grad = torch.randn(64, 8, dtype=torch.float64), torch.randn(64, 8, dtype=torch.float64)
+    step = g.training_forward(x, grad=grad)
+    oracle = g.encode(x, grad=grad)
+    assert torch.equal(oracle, torch.zeros_like(oracle).scatter_(-1, step.indices, step.values.detach()))
+    assert not torch.equal(oracle, g.encode(x))  # the gradient changed some selections
+    zero = GradientSAE(g.cfg.replace(beta=0.0))
+    zero.load_state_dict(g.state_dict())
+    assert torch.equal(zero.encode(x, grad=grad), d.encode(x))
+
+
+def test_calibrated_threshold_known_answer():
+    from saes.gsae import calibrated_threshold, thresholded
+
+    d = random_dictionary("topk", d_in=4, d_dict=4, k=1)
+    with torch.no_grad():
+        d.W_enc.copy_(torch.eye(4, dtype=torch.float64))
+        d.b_enc.zero_()
+        d.b_dec.zero_()
+    x = torch.tensor([[3.0, 1.0, 0.0, 0.0], [2.0, 0.5, 0.0, 0.0], [-1.0, 0.2, 0.0, 0.0]], dtype=torch.float64)
+    assert calibrated_threshold(d, x) == 0.5  # k * n = 3 values must exceed theta (3, 2, 1): the 4th largest
+    codes = thresholded(d, 0.5).encode(x)
+    assert codes.nonzero().tolist() == [[0, 0], [0, 1], [1, 0]] and codes[0, 1] == 1.0
+    assert calibrated_threshold(d, x, k=4) == 0.0  # fewer than k*n positive pre-activations: theta 0
+
+
+def test_calibrated_threshold_gives_mean_l0_k_and_a_loadable_dictionary(tmp_path):
+    from interp.dictionary import Dictionary
+    from saes.gsae import calibrated_threshold, thresholded
+
+    d = random_dictionary("topk", d_in=16, d_dict=64, k=6, seed=2, dtype="float32")
+    gsae = architecture("gsae")(d.cfg.replace(arch="gsae", beta=1.0))
+    gsae.load_state_dict(d.state_dict())
+    x = torch.randn(500, 16)
+    theta = calibrated_threshold(gsae, x, batch_size=64)  # several batches: the running top-k must be exact
+    assert theta == calibrated_threshold(gsae, x, batch_size=10_000) > 0
+    t = thresholded(gsae, theta, calibration="500 random rows")
+    l0 = (t.encode(x) != 0).sum(-1).float()
+    assert abs(l0.mean().item() - 6) < 1e-3 and l0.std() > 0  # k on average, not per token
+    assert torch.equal(t.encode(x), torch.where(gsae.pre_acts(x) > theta, gsae.pre_acts(x), 0.0))
+    back = Dictionary.load(t.save(tmp_path / "t"))
+    assert back.cfg.training["from_arch"] == "gsae" and torch.equal(back.encode(x), t.encode(x))
