@@ -1,4 +1,4 @@
-"""Data-parallel training with torch.distributed (torchrun sets the environment).
+"""Data- and module-parallel training with torch.distributed (torchrun sets the environment).
 
 Each rank harvests its own shard of the token stream (blocks rank, rank+world,
 ...), computes gradients on its share of every step's batch, and the
@@ -8,12 +8,18 @@ writes checkpoints and run folders; every rank resumes from the same
 checkpoint. Streams cycle over their source, so shards of unequal size never
 leave a rank waiting at a collective.
 
+Module-parallel training (sweeps, many hooks) shares one model pass instead:
+each rank still harvests its own shard, `gather_batches` concatenates every
+rank's batch so all ranks see the same full batch, and rank r trains only
+dictionaries r, r + world, ... with no gradient all-reduce.
+
 Backends: NCCL for CUDA, gloo for CPU.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import torch
 import torch.distributed as dist
@@ -81,12 +87,12 @@ def any_rank(flag: bool) -> bool:
     return bool(t.item())
 
 
-def broadcast_module(module: torch.nn.Module) -> None:
-    """Copy rank 0's parameters and buffers to every rank."""
+def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy rank `src`'s parameters and buffers to every rank."""
     if world()[1] == 1:
         return
     for t in module.state_dict().values():
-        dist.broadcast(t, src=0)
+        dist.broadcast(t, src=src)
 
 
 def broadcast_object(obj):
@@ -105,3 +111,28 @@ def gather_objects(obj) -> list:
     out = [None] * size
     dist.all_gather_object(out, obj)
     return out
+
+
+def gather_to_main(obj) -> list | None:
+    """Every rank's `obj` in rank order on rank 0 (None elsewhere); objects travel pickled between our own processes."""
+    rank, size = world()
+    if size == 1:
+        return [obj]
+    out = [None] * size if rank == 0 else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
+def gather_batches(stream: Iterator[dict[str, torch.Tensor]]) -> Iterator[dict[str, torch.Tensor]]:
+    """Each batch of `stream` joined with the other ranks' ({key: [world * b, d]}, rank 0's rows first)."""
+    _, size = world()
+    for batch in stream:
+        if size == 1:
+            yield batch
+            continue
+        out = {}
+        for key, rows in batch.items():
+            parts = [torch.empty_like(rows) for _ in range(size)]
+            dist.all_gather(parts, rows.contiguous())
+            out[key] = torch.cat(parts)
+        yield out

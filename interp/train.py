@@ -5,8 +5,11 @@ Adam with linear warm-up and a linear decay over the last `decay_fraction` of
 steps, gradient clipping, a unit-norm decoder (for architectures that want
 it), AuxK on latents dead for `dead_tokens` tokens, bf16 autocast on CUDA, an
 atomic checkpoint every `checkpoint_every` steps and on SIGINT/SIGTERM, exact
-resume, and data parallelism under torchrun (`interp.distributed`: each rank's
-store serves its own shard and gradients are averaged every step).
+resume, and two kinds of parallelism under torchrun (`interp.distributed`):
+data-parallel (each rank's store serves its own shard of every batch and
+gradients are averaged) and module-parallel (the ranks' shards are gathered
+into one batch that every rank sees, and rank r trains dictionaries r,
+r + world, ...: N ranks train N dictionaries from one shared model pass).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from interp.checkpoint import TrainingInterrupted, load_checkpoint, save_checkpo
 from interp.config import to_dict
 from interp.dictionary import Dictionary
 from interp.distributed import (any_rank, average_buffers, average_gradients, broadcast_module, broadcast_object,
-                                gather_objects, union, world)
+                                gather_batches, gather_objects, gather_to_main, union, world)
 from interp.losses import auxk_loss, normalize_rows, reconstruction_loss, remove_parallel_grad
 
 
@@ -38,6 +41,12 @@ class TrainConfig:
     seed: int = 0
     autocast: bool = False  # bf16 autocast for the dictionary on CUDA
     tf32: bool = True  # TF32 matmuls on CUDA (no effect on CPU)
+    parallel: str = "data"  # under torchrun: "data" (ranks split each batch) or "module" (ranks split the dictionaries)
+
+    def __post_init__(self):
+        if self.parallel not in ("data", "module"):
+            raise ValueError(f"parallel={self.parallel!r}: expected 'data' (split each batch among ranks) or 'module' "
+                             "(every rank sees the whole batch and trains its own dictionaries).")
 
     def steps(self, batch_size: int) -> int:
         return max(1, self.tokens // batch_size)
@@ -50,10 +59,14 @@ class TrainConfig:
 
 
 class Trainee:
-    """One dictionary with its optimizer and its count of tokens since each latent fired."""
+    """One dictionary with its optimizer and its count of tokens since each latent fired.
 
-    def __init__(self, dictionary: Dictionary, cfg: TrainConfig):
-        self.dictionary = dictionary
+    `data_parallel`: every rank holds a copy and sees its own part of the batch, so gradients,
+    buffers and firing statistics are averaged across ranks (a no-op outside torchrun).
+    """
+
+    def __init__(self, dictionary: Dictionary, cfg: TrainConfig, data_parallel: bool = True):
+        self.dictionary, self.data_parallel = dictionary, data_parallel
         self.optimizer = torch.optim.Adam(dictionary.parameters(), lr=cfg.lr, betas=(0.9, 0.999), fused=True)
         self.since_fired = torch.zeros(dictionary.d_dict, dtype=torch.long)
 
@@ -70,8 +83,9 @@ class Trainee:
                                      "lower --lr or check the activations. The last checkpoint is kept.")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        average_gradients(d.parameters())
-        average_buffers(d)
+        if self.data_parallel:
+            average_gradients(d.parameters())
+            average_buffers(d)
         if d.unit_norm_decoder:
             remove_parallel_grad(d.W_dec)
         torch.nn.utils.clip_grad_norm_(d.parameters(), cfg.grad_clip)
@@ -80,8 +94,10 @@ class Trainee:
         self.optimizer.step()
         if d.unit_norm_decoder:
             normalize_rows(d.W_dec)
-        fired = union(step.fired(d.d_dict)).cpu()
-        self.since_fired = torch.where(fired, 0, self.since_fired + len(x) * world()[1])
+        fired, ranks = step.fired(d.d_dict), 1
+        if self.data_parallel:
+            fired, ranks = union(fired), world()[1]
+        self.since_fired = torch.where(fired.cpu(), 0, self.since_fired + len(x) * ranks)
         return {"loss": loss.item(), "mse": mse.item(), "l0": step.l0()}
 
     def _auxk(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
@@ -113,24 +129,34 @@ class Trainee:
 
 
 def train(dictionaries: list[Dictionary], store: ActivationStore, cfg: TrainConfig, out_dir: str | Path,
-          input_key: str = "x", target_key: str | None = None, resume: bool = False,
+          input_key: str | list[str] = "x", target_key: str | list[str] | None = None, resume: bool = False,
           log: Callable[[int, list[dict[str, float]]], None] | None = None) -> list[Dictionary]:
     """Train every dictionary on the same stream; return them folded to act on raw activations.
 
+    `input_key`/`target_key` name the store keys each dictionary reads and reconstructs: one
+    key for all, or a list with one per dictionary (e.g. one dictionary per hook).
     `log(step, per_dictionary_losses)` is called every step (e.g. to send them to wandb).
+    Under torchrun `cfg.parallel` chooses data- or module-parallel training; either way every
+    rank returns every trained dictionary.
 
     The checkpoint lives in `out_dir`; pass `resume=True` to continue from it.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    target_key = target_key or input_key
+    n = len(dictionaries)
+    inputs = _per_dictionary(input_key, n, "input_key")
+    targets = inputs if target_key is None else _per_dictionary(target_key, n, "target_key")
     if cfg.tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    _check_widths(dictionaries, store, input_key, target_key)
+    _check_widths(dictionaries, store, inputs, targets)
     scales = broadcast_object(store.norm_scales())  # rank 0's shard starts the whole stream: one scale for all
-    scale_in, scale_out = scales[input_key], scales[target_key]
-    trainees = [Trainee(d, cfg) for d in dictionaries]
     rank, world_size = world()
+    module = cfg.parallel == "module" and world_size > 1
+    if module and n < world_size:
+        raise ValueError(f"Module-parallel training gives each rank its own dictionaries, but there are {n} for "
+                         f"{world_size} ranks; train at least {world_size} dictionaries, use fewer ranks, or parallel='data'.")
+    trainees = {i: Trainee(dictionaries[i], cfg, data_parallel=not module)
+                for i in (range(rank, n, world_size) if module else range(n))}
     n_steps = cfg.steps(store.batch_size * world_size)
     header = {"train": to_dict(cfg), "dictionaries": [to_dict(d.cfg) for d in dictionaries],
               "batch_size": store.batch_size, "world_size": world_size}
@@ -139,32 +165,36 @@ def train(dictionaries: list[Dictionary], store: ActivationStore, cfg: TrainConf
     else:
         step = 0
         sample = store.block_rows(0)  # the stream's first block (rank 0's); initialisation consumes no batch
-        for d in dictionaries:  # the same seed for each, so a sweep's members match their solo runs
+        for d, kin, kout in zip(dictionaries, inputs, targets):  # one seed for all, so a sweep's members match solo runs
             g = torch.Generator().manual_seed(cfg.seed)
-            d.init_from_data(sample[input_key].cpu() * scale_in, sample[target_key].cpu() * scale_out, g)
+            d.init_from_data(sample[kin].cpu() * scales[kin], sample[kout].cpu() * scales[kout], g)
             broadcast_module(d)
 
     def checkpoint():
-        stores = gather_objects((store.state_dict(), store.state_tensors()))
+        mine = {k: v.cpu() for i, t in trainees.items() for k, v in t.tensors(i).items()} if module or rank == 0 else {}
+        parts = gather_to_main((store.state_dict(), {k: v.cpu() for k, v in store.state_tensors().items()}, mine))
         if rank == 0:
-            state = {**header, "step": step, "store": [s for s, _ in stores]}
-            tensors = {k: v for i, t in enumerate(trainees) for k, v in t.tensors(i).items()}
-            tensors.update({f"rank{r}.{k}": v for r, (_, ts) in enumerate(stores) for k, v in ts.items()})
+            state = {**header, "step": step, "store": [s for s, _, _ in parts]}
+            tensors = {k: v for _, _, ts in parts for k, v in ts.items()}
+            tensors.update({f"rank{r}.{k}": v for r, (_, ts, _) in enumerate(parts) for k, v in ts.items()})
             save_checkpoint(out_dir, state, tensors)
 
     bar = tqdm(total=n_steps, initial=step, desc="train", unit="step", dynamic_ncols=True, disable=rank > 0)
-    stream = iter(store)
+    stream = gather_batches(iter(store)) if module else iter(store)
     with stop_on_signals() as stop:
         while step < n_steps:
             batch = next(stream)
-            x, target = batch[input_key] * scale_in, batch[target_key] * scale_out
             lr = cfg.lr_at(step, n_steps)
-            logs = [t.step(x, target, {k: batch[k] for k in t.dictionary.needs}, lr, cfg) for t in trainees]
+            logs = {i: t.step(batch[inputs[i]] * scales[inputs[i]], batch[targets[i]] * scales[targets[i]],
+                              {k: batch[k] for k in t.dictionary.needs}, lr, cfg) for i, t in trainees.items()}
             step += 1
             bar.update(1)
-            bar.set_postfix(mse=f"{logs[0]['mse']:.3g}", l0=f"{logs[0]['l0']:.1f}")
+            first = next(iter(logs.values()))
+            bar.set_postfix(mse=f"{first['mse']:.3g}", l0=f"{first['l0']:.1f}")
             if log is not None:
-                log(step, logs)
+                if module:
+                    logs = {i: v for part in gather_objects(logs) for i, v in part.items()}
+                log(step, [logs[i] for i in range(n)])
             if any_rank(stop.requested):
                 checkpoint()
                 bar.close()
@@ -173,13 +203,26 @@ def train(dictionaries: list[Dictionary], store: ActivationStore, cfg: TrainConf
                 checkpoint()
     bar.close()
     checkpoint()
-    return [d.exported(scale_in, scale_out) for d in dictionaries]
+    if module:  # every rank returns every dictionary, as in data-parallel training
+        for i, d in enumerate(dictionaries):
+            broadcast_module(d, src=i % world_size)
+    return [d.exported(scales[kin], scales[kout]) for d, kin, kout in zip(dictionaries, inputs, targets)]
 
 
-def _check_widths(dictionaries, store, input_key, target_key):
+def _per_dictionary(keys: str | list[str], n: int, name: str) -> list[str]:
+    if isinstance(keys, str):
+        return [keys] * n
+    if len(keys) != n:
+        raise ValueError(f"{name} lists {len(keys)} store keys for {n} dictionaries; give one key, or one per dictionary.")
+    return list(keys)
+
+
+def _check_widths(dictionaries, store, inputs, targets):
     sample = store.block_rows(0)
-    for d in dictionaries:
+    for d, input_key, target_key in zip(dictionaries, inputs, targets):
         for key, width, role in ((input_key, d.d_in, "d_in"), (target_key, d.d_out, "d_out")):
+            if key not in sample:
+                raise ValueError(f"The store has no key {key!r} (it serves {sorted(sample)}); pass one of those.")
             if sample[key].shape[1] != width:
                 raise ValueError(f"{role}={width} does not match {store.hooks[key]}, whose activations have width "
                                  f"{sample[key].shape[1]}; set {role} to {sample[key].shape[1]}.")
@@ -187,11 +230,12 @@ def _check_widths(dictionaries, store, input_key, target_key):
 
 def _restore(out_dir, header, trainees, store) -> int:
     state, tensors = load_checkpoint(out_dir)
+    state["train"] = {**to_dict(TrainConfig()), **state["train"]}  # fields added since it was written keep their defaults
     for key in ("train", "dictionaries", "batch_size", "world_size"):
         if state[key] != header[key]:
             raise ValueError(f"The checkpoint in {out_dir} was written with a different {key}:\n  saved {state[key]}\n"
                              f"  now   {header[key]}\nResume with the same settings, or use a new output folder.")
-    for i, t in enumerate(trainees):
+    for i, t in trainees.items():
         t.load(i, tensors)
     rank = world()[0]
     prefix = f"rank{rank}."

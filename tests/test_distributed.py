@@ -83,6 +83,55 @@ def test_two_ranks_equal_one_rank_with_the_summed_batch(tmp_path, arch):
         assert torch.allclose(ranks[0][name], value, atol=2e-5), (name, (ranks[0][name] - value).abs().max())
 
 
+def sweep():
+    """Three dictionaries for two ranks: rank 0 trains the first and third, rank 1 the second."""
+    relu = architecture("relu")(DictionaryConfig(arch="relu", d_in=D, d_dict=48, l1_coeff=0.5))
+    return [dictionary("topk"), relu, architecture("topk")(DictionaryConfig(arch="topk", d_in=D, d_dict=32, k=8))]
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _module_rank(rank, world, folder, interrupt):
+    import saes  # noqa: F401
+
+    dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    cfg = TrainConfig(tokens=STEPS * B, lr=3e-3, parallel="module", checkpoint_every=5)
+    if interrupt:  # both ranks stop after step 7; the checkpoint of step 5 survives
+        def stop(step, logs):
+            assert len(logs) == 3  # every dictionary's losses, gathered from both ranks
+            if step == 7:
+                raise Interrupt
+
+        with pytest.raises(Interrupt):
+            train(sweep(), FixedStore(data(), rank, world), cfg, f"{folder}/module", log=stop)
+    out = train(sweep(), FixedStore(data(), rank, world), cfg, f"{folder}/module", resume=interrupt)
+    save_file({f"{i}.{k}": v for i, d in enumerate(out) for k, v in d.state_dict().items()}, f"{folder}/rank{rank}.safetensors")
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("interrupt", [False, True], ids=["straight", "interrupted-and-resumed"])
+def test_module_parallel_two_ranks_equal_one_process_training_every_dictionary(tmp_path, interrupt):
+    mp.spawn(_module_rank, args=(2, str(tmp_path), interrupt), nprocs=2, join=True)
+    single = train(sweep(), FixedStore(data()), TrainConfig(tokens=STEPS * B, lr=3e-3), tmp_path / "one")
+    ranks = [load_file(tmp_path / f"rank{r}.safetensors") for r in range(2)]
+    for i, d in enumerate(single):
+        for name, value in d.state_dict().items():
+            key = f"{i}.{name}"
+            assert torch.equal(ranks[0][key], ranks[1][key]), key  # every rank returns every dictionary
+            assert torch.allclose(ranks[0][key], value, atol=2e-5), (key, (ranks[0][key] - value).abs().max())
+
+
+def test_module_parallel_needs_a_dictionary_per_rank(tmp_path, monkeypatch):
+    import interp.train as t
+
+    monkeypatch.setattr(t, "world", lambda: (0, 4))
+    with pytest.raises(ValueError, match="at least 4 dictionaries"):
+        train(sweep(), FixedStore(data()), TrainConfig(tokens=B, parallel="module"), tmp_path)
+
+
 TINY = "tiny:n_layers=2,d_model=32,n_heads=4,d_mlp=64,n_ctx=64"
 
 
