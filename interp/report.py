@@ -3,11 +3,16 @@ figures, with plotly.js inlined once so the file opens offline.
 
 Every string passed in is treated as untrusted (token strings are) and
 escaped; only figures are embedded as HTML, through plotly's own writer.
+Interactive pages add a JSON data island (`add_data`: `<`, `>` and `&` are
+written as unicode escapes, so no string can close the script element) and the
+library's own scripts (`add_script`: code only, never data), which must put
+text into the page through `textContent`.
 """
 
 from __future__ import annotations
 
 import html
+import json
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -27,6 +32,7 @@ class Report:
     def __init__(self, title: str):
         self.title = title
         self.parts: list[str] = []
+        self.styles: list[str] = [_STYLE]
 
     def add_heading(self, text: str, level: int = 2) -> Report:
         self.parts.append(f"<h{level}>{html.escape(text)}</h{level}>")
@@ -49,15 +55,39 @@ class Report:
         self.parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         return self
 
-    def add_figure(self, fig: go.Figure, caption: str = "") -> Report:
-        self.parts.append(fig.to_html(full_html=False, include_plotlyjs=False))
+    def add_figure(self, fig: go.Figure, caption: str = "", div_id: str | None = None) -> Report:
+        self.parts.append(fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id))
         if caption:
             self.parts.append(f'<p class="caption">{html.escape(caption)}</p>')
         return self
 
+    def add_element(self, element_id: str, tag: str = "div", css_class: str = "") -> Report:
+        """An empty element for scripts to fill."""
+        self.parts.append(f'<{tag} id="{html.escape(element_id)}" class="{html.escape(css_class)}"></{tag}>')
+        return self
+
+    def add_data(self, element_id: str, data) -> Report:
+        """JSON data readable with JSON.parse(document.getElementById(element_id).textContent)."""
+        self.parts.append(f'<script type="application/json" id="{html.escape(element_id)}">{safe_json(data)}</script>')
+        return self
+
+    def add_style(self, css: str) -> Report:
+        """Trusted CSS shipped with the library."""
+        if "<" in css:
+            raise ValueError("CSS cannot contain '<'.")
+        self.styles.append(css)
+        return self
+
+    def add_script(self, code: str) -> Report:
+        """Trusted code shipped with the library (never interpolate data into it: use add_data)."""
+        if "</script" in code.lower():
+            raise ValueError("A script cannot contain '</script'.")
+        self.parts.append(f"<script>{code}</script>")
+        return self
+
     def html(self) -> str:
         return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
-                f"<style>{_STYLE}</style><script>{get_plotlyjs()}</script></head><body>"
+                f"<style>{''.join(self.styles)}</style><script>{get_plotlyjs()}</script></head><body>"
                 f"<h1>{html.escape(self.title)}</h1>{''.join(self.parts)}</body></html>")
 
     def write(self, path: str | Path) -> Path:
@@ -69,3 +99,11 @@ def _fmt(value, digits: int) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}g}"
     return str(value)
+
+
+def safe_json(data) -> str:
+    """JSON that is safe inside a <script> element: no '<', '>', '&' or line separators appear literally."""
+    text = json.dumps(data, ensure_ascii=False)
+    for char, escape in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(char, escape)
+    return text

@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["train", "eval", "darkmatter", "lib", "features"]
+COMMANDS = ["train", "eval", "darkmatter", "lib", "features", "circuit"]
 
 
 def add_source_arguments(p: argparse.ArgumentParser) -> None:
