@@ -1,16 +1,22 @@
-"""The activation store: harvests activations at hook points and serves shuffled
-training batches with bounded memory.
+"""Activation stores: shuffled training batches with bounded memory and exact resume.
 
-Contexts are harvested in blocks of `block_contexts`; each block's rows
-(non-BOS positions) are shuffled with a generator seeded by (seed, block) and
-served in batches; rows left over at the end of a block join the next. The
-stream is therefore a pure function of (source, seed), and a checkpoint only
-needs (block, batches served, the leftover rows) to resume exactly: at most
-one block is harvested again, or read back from the on-disk cache.
+Both stores serve a sequence of blocks of rows: each block's rows are shuffled
+with a generator seeded by (seed, block) and served in batches; rows left over
+at the end of a block join the next. A stream is therefore a pure function of
+its source and seed, and a checkpoint only needs (block, batches served, the
+leftover rows) to resume exactly.
+
+- `ActivationStore` harvests blocks of `block_contexts` contexts from the model
+  (or reads them back from its on-disk cache); on resume at most one block is
+  harvested again.
+- `CacheStore` reads a finished on-disk cache without the model, pooling
+  several shards per block in an order re-drawn every pass, so batches mix
+  rows from across the whole cache.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from itertools import islice
 
@@ -24,7 +30,67 @@ from interp.model import hook_layer, validate_hook
 from interp.shard_cache import ShardCache
 
 
-class ActivationStore:
+class BlockStream:
+    """Shuffled batches of {key: [batch_size, d]} from the blocks a subclass reads (`_read_block`).
+
+    `_seed_id(block)` must differ between blocks and between ranks reading disjoint data.
+    """
+
+    batch_size: int
+    seed: int
+    device: str
+
+    def _start_stream(self) -> None:
+        self.block, self.served, self.carry = 0, 0, None
+        self._memo: tuple[int, dict[str, torch.Tensor]] | None = None  # the last block, kept for reuse
+
+    def _read_block(self, block: int) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def _seed_id(self, block: int) -> int:
+        raise NotImplementedError
+
+    def block_rows(self, block: int) -> dict[str, torch.Tensor]:
+        """All rows of this rank's `block`-th block, before shuffling."""
+        if self._memo is None or self._memo[0] != block:
+            self._memo = (block, self._read_block(block))
+        return self._memo[1]
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        while True:
+            pool = self.block_rows(self.block)
+            if self.carry is not None:
+                pool = {k: torch.cat([self.carry[k], v]) for k, v in pool.items()}
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self._seed_id(self.block))
+            order = torch.randperm(len(next(iter(pool.values()))), generator=g)
+            n_batches = len(order) // self.batch_size
+            for i in range(self.served, n_batches):
+                idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+                self.served = i + 1
+                yield {k: v[idx].to(self.device) for k, v in pool.items()}
+            rest = order[n_batches * self.batch_size:]
+            self.carry = {k: v[rest] for k, v in pool.items()}
+            self.block, self.served = self.block + 1, 0
+
+    def state_dict(self) -> dict:
+        """Where the stream stands; tensors under "carry." are the rows carried into the current block."""
+        return {"block": self.block, "served": self.served}
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return {} if self.carry is None else {f"carry.{k}": v for k, v in self.carry.items()}
+
+    def load_state(self, state: dict, tensors: dict[str, torch.Tensor]) -> None:
+        self.block, self.served = int(state["block"]), int(state["served"])
+        carry = {k[len("carry."):]: v for k, v in tensors.items() if k.startswith("carry.")}
+        self.carry = carry or None
+
+    def norm_scales(self) -> dict[str, float]:
+        """Per key, the factor that brings the mean activation norm to sqrt(d) (measured on block 0)."""
+        rows = self.block_rows(0)
+        return {k: (v.shape[1] ** 0.5) / v.norm(dim=1).mean().item() for k, v in rows.items()}
+
+
+class ActivationStore(BlockStream):
     """Batches of {key: [batch_size, d]} for named hook points (e.g. {"x": "blocks.6.hook_resid_post"}).
 
     `gradients` names further keys holding the gradient of the model's loss at a hook
@@ -46,9 +112,8 @@ class ActivationStore:
         self.rank, self.world_size = shard or world()
         self.stop_at_layer = max(hook_layer(h) for h in self.hooks.values()) + 1
         self.cache = None if cache_dir is None else ShardCache(cache_dir, self._description())
-        self.block, self.served, self.carry = 0, 0, None
         self._contexts, self._next_context = None, 0
-        self._memo: tuple[int, dict[str, torch.Tensor]] | None = None  # the last block, kept for reuse
+        self._start_stream()
 
     def _description(self) -> dict:
         return {"model": getattr(self.model, "spec", type(self.model).__name__), "hooks": self.hooks, "gradients": self.gradients,
@@ -79,12 +144,12 @@ class ActivationStore:
                                                  stop_at_layer=self.stop_at_layer)
         return cache
 
-    def _global(self, block: int) -> int:
+    def _seed_id(self, block: int) -> int:
         """This shard's block `block` in the whole stream."""
         return block * self.world_size + self.rank
 
     def _block_tokens(self, block: int) -> torch.Tensor:
-        start = self._global(block) * self.block_contexts
+        start = self._seed_id(block) * self.block_contexts
         if self._contexts is None or self._next_context > start:
             self._contexts, self._next_context = self._cycle(), 0
         for _ in islice(self._contexts, start - self._next_context):  # skip other shards' blocks
@@ -105,49 +170,54 @@ class ActivationStore:
             epoch += 1
             tqdm.write(f"[interp] {self.source} ({self.split}) exhausted; starting pass {epoch + 1} over it.")
 
-    def block_rows(self, block: int) -> dict[str, torch.Tensor]:
-        """All activations of one block, shuffled deterministically, read from the cache when present."""
-        if self._memo is not None and self._memo[0] == block:
-            return self._memo[1]
-        if self.cache is not None and self._global(block) in self.cache:
-            rows = self.cache.read(self._global(block))
-        else:
-            rows = self.harvest(self._block_tokens(block))
-            if self.cache is not None:
-                self.cache.write(self._global(block), rows)
-        self._memo = (block, rows)
+    def _read_block(self, block: int) -> dict[str, torch.Tensor]:
+        """All activations of one block, read from the cache when present (and written there when not)."""
+        if self.cache is not None and self._seed_id(block) in self.cache:
+            return self.cache.read(self._seed_id(block))
+        rows = self.harvest(self._block_tokens(block))
+        if self.cache is not None:
+            self.cache.write(self._seed_id(block), rows)
         return rows
 
-    # --- serving -----------------------------------------------------------
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        while True:
-            pool = self.block_rows(self.block)
-            if self.carry is not None:
-                pool = {k: torch.cat([self.carry[k], v]) for k, v in pool.items()}
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self._global(self.block))
-            order = torch.randperm(len(next(iter(pool.values()))), generator=g)
-            n_batches = len(order) // self.batch_size
-            for i in range(self.served, n_batches):
-                idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-                self.served = i + 1
-                yield {k: v[idx].to(self.device) for k, v in pool.items()}
-            rest = order[n_batches * self.batch_size:]
-            self.carry = {k: v[rest] for k, v in pool.items()}
-            self.block, self.served = self.block + 1, 0
 
-    def state_dict(self) -> dict:
-        """Where the stream stands; tensors under "carry." are the rows carried into the current block."""
-        return {"block": self.block, "served": self.served}
+class CacheStore(BlockStream):
+    """Batches read from a finished on-disk cache (`ActivationStore(cache_dir=...)` wrote it), without the model.
 
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        return {} if self.carry is None else {f"carry.{k}": v for k, v in self.carry.items()}
+    Rows are shuffled across shards: every pass over the cache visits the shards in a new
+    order drawn from (seed, pass); this rank takes every world-th shard of that order
+    (`shard` = (rank, world), default the torch.distributed rank) and pools `mix` of them per
+    block, so a batch mixes rows of up to `mix` + 1 shards from anywhere in the cache
+    (`mix` >= the number of shards shuffles each pass completely). A checkpoint resumes at
+    (pool, batches served), i.e. at a shard and an offset. Every shard is verified on read.
+    """
 
-    def load_state(self, state: dict, tensors: dict[str, torch.Tensor]) -> None:
-        self.block, self.served = int(state["block"]), int(state["served"])
-        carry = {k[len("carry."):]: v for k, v in tensors.items() if k.startswith("carry.")}
-        self.carry = carry or None
+    def __init__(self, cache_dir: str, batch_size: int = 4096, mix: int = 4, seed: int = 0, device: str = "cpu",
+                 shard: tuple[int, int] | None = None):
+        self.cache = ShardCache.open(cache_dir)
+        self.hooks, self.gradients = dict(self.cache.description["hooks"]), dict(self.cache.description["gradients"])
+        self.shards = self.cache.blocks()
+        self.rank, self.world_size = shard or world()
+        if len(self.shards) < self.world_size:
+            raise ValueError(f"The activation cache {cache_dir} holds {len(self.shards)} shard(s), fewer than the "
+                             f"{self.world_size} ranks reading it; harvest more tokens into it or use fewer ranks.")
+        if mix < 1:
+            raise ValueError(f"mix={mix}: pool at least one shard per block.")
+        self.batch_size, self.mix, self.seed, self.device = batch_size, mix, seed, device
+        self.pools_per_pass = math.ceil(len(range(self.rank, len(self.shards), self.world_size)) / mix)
+        self._start_stream()
 
-    def norm_scales(self) -> dict[str, float]:
-        """Per hook, the factor that brings the mean activation norm to sqrt(d) (measured on block 0)."""
-        rows = self.block_rows(0)
-        return {k: (v.shape[1] ** 0.5) / v.norm(dim=1).mean().item() for k, v in rows.items()}
+    def _seed_id(self, block: int) -> int:
+        return block * self.world_size + self.rank
+
+    def pool_shards(self, block: int) -> list[int]:
+        """The cache blocks pooled in this rank's `block`-th block."""
+        epoch, pool = divmod(block, self.pools_per_pass)
+        order = torch.randperm(len(self.shards), generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
+        mine = order[self.rank::self.world_size][pool * self.mix:(pool + 1) * self.mix]
+        return [self.shards[i] for i in mine.tolist()]
+
+    def _read_block(self, block: int) -> dict[str, torch.Tensor]:
+        if block and block % self.pools_per_pass == 0 and self.rank == 0:
+            tqdm.write(f"[interp] read all of {self.cache.folder}; starting pass {block // self.pools_per_pass + 1} over it.")
+        parts = [self.cache.read(b) for b in self.pool_shards(block)]
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}

@@ -3,13 +3,16 @@ block and a manifest naming what was harvested and each shard's checksum.
 
 A cache is only reused when its manifest matches the harvest exactly; a shard
 whose bytes do not match its checksum fails loudly instead of training on
-garbage.
+garbage. Several ranks may write one cache at once: each merges its shards
+into the manifest under a file lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -18,6 +21,12 @@ from safetensors.torch import load, save
 from interp.config import write_atomic_text
 
 MANIFEST = "manifest.json"
+SHARD = re.compile(r"block_(\d{6,})\.safetensors")
+
+try:
+    import fcntl
+except ImportError:  # Windows: one writer per cache
+    fcntl = None
 
 
 class ShardCache:
@@ -38,6 +47,21 @@ class ShardCache:
             self.checksums = {}
             self._write_manifest()
 
+    @classmethod
+    def open(cls, folder: str | Path) -> ShardCache:
+        """An existing cache, whatever it was harvested from (its description is in the manifest)."""
+        manifest = Path(folder) / MANIFEST
+        if not manifest.exists():
+            raise FileNotFoundError(f"No activation cache at {folder} (no {MANIFEST}); write one first with "
+                                    f"`interp train --cache-dir {folder}` (or ActivationStore(cache_dir=...)).")
+        return cls(folder, json.loads(manifest.read_text())["description"])
+
+    def blocks(self) -> list[int]:
+        """The blocks the manifest lists, in order."""
+        if not self.checksums:
+            raise ValueError(f"The activation cache {self.folder} holds no shards yet.")
+        return sorted(int(SHARD.fullmatch(name).group(1)) for name in self.checksums)
+
     def _name(self, block: int) -> str:
         return f"block_{block:06d}.safetensors"
 
@@ -46,6 +70,9 @@ class ShardCache:
 
     def read(self, block: int) -> dict[str, torch.Tensor]:
         name = self._name(block)
+        if name not in self.checksums or not (self.folder / name).exists():
+            raise ValueError(f"Activation cache shard {self.folder / name} is missing or not in the manifest; "
+                             "re-harvest it (run the job that wrote the cache again with the same --cache-dir).")
         data = (self.folder / name).read_bytes()
         if hashlib.sha256(data).hexdigest() != self.checksums[name]:
             raise ValueError(f"Activation cache shard {self.folder / name} is corrupt (checksum mismatch); delete it to re-harvest.")
@@ -61,4 +88,21 @@ class ShardCache:
         self._write_manifest()
 
     def _write_manifest(self) -> None:
-        write_atomic_text(self.folder / MANIFEST, json.dumps({"description": self.description, "shards": self.checksums}, indent=1))
+        """Merge our shards with those other writers added since we read the manifest."""
+        with self._locked():
+            manifest = self.folder / MANIFEST
+            if manifest.exists():
+                self.checksums = {**json.loads(manifest.read_text())["shards"], **self.checksums}
+            write_atomic_text(manifest, json.dumps({"description": self.description, "shards": self.checksums}, indent=1))
+
+    @contextlib.contextmanager
+    def _locked(self):
+        if fcntl is None:
+            yield
+            return
+        with open(self.folder / ".manifest.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
