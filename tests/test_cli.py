@@ -68,3 +68,24 @@ def test_transcoder_from_the_command_line(tmp_path):
     assert cfg["skip"] and not cfg["subtract_b_dec"]
     assert "W_skip" in load_file(tmp_path / "sae.safetensors")
     assert json.loads((tmp_path / "metrics.json").read_text())["fvu"] < 1
+
+
+def test_one_dictionary_per_hook_from_one_model_pass(tmp_path):
+    hooks = "blocks.0.hook_resid_post,blocks.1.hook_mlp_out"
+    assert main(["train", *SMALL, "--hook", hooks, "--k", "4,8", "--tokens", "512", "--out", str(tmp_path)]) == 0
+    for hook in hooks.split(","):
+        for k in (4, 8):
+            cfg = json.loads((tmp_path / f"{hook}-k{k}" / "cfg.json").read_text())
+            assert (cfg["hook_in"], cfg["k"]) == (hook, k)
+
+
+def test_training_from_a_finished_cache_shuffled_across_shards(tmp_path, capsys):
+    cache = str(tmp_path / "cache")
+    assert main(["train", *SMALL, "--tokens", str(128 * 130), "--cache-dir", cache, "--out", str(tmp_path / "write")]) == 0
+    assert len(list((tmp_path / "cache").glob("block_*.safetensors"))) == 3  # 7,936 rows a shard
+    args = ["train", *SMALL, "--cache-dir", cache, "--shuffle-shards", "2", "--tokens", str(128 * 260)]  # past one pass
+    assert main([*args, "--out", str(tmp_path / "read")]) == 0
+    assert json.loads((tmp_path / "read" / "metrics.json").read_text())["fvu"] < 1
+    capsys.readouterr()
+    assert main([*args, "--hook", "blocks.0.hook_resid_post", "--out", str(tmp_path / "other")]) == 2
+    assert "harvested with hooks" in capsys.readouterr().err

@@ -166,3 +166,18 @@ def test_torchrun_uneven_shards_finish_and_a_killed_rank_resumes(tmp_path):
     assert resumed.returncode == 0, err.decode()[-3000:]
     a, b = load_file(tmp_path / "full" / "sae.safetensors"), load_file(tmp_path / "cut" / "sae.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_torchrun_module_parallel_sweep_matches_data_parallel(tmp_path):
+    """`--parallel module`: each rank trains one sweep member on the gathered batch, the batch data-parallel ranks split.
+
+    AuxK is off: it normalises by the variance of the batch a rank sees, which data-parallel ranks measure on half."""
+    for mode in ("data", "module"):
+        proc = torchrun(tmp_path, tmp_path / mode, ["--tokens", str(128 * 20), "--k", "4,8", "--aux-k", "0", "--parallel", mode])
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err.decode()[-3000:]
+    for k in (4, 8):
+        a, b = (load_file(tmp_path / mode / f"k{k}" / "sae.safetensors") for mode in ("data", "module"))
+        assert all(torch.allclose(a[n], b[n], atol=1e-4) for n in a), {n: (a[n] - b[n]).abs().max().item() for n in a}
+        assert (tmp_path / "module" / f"k{k}" / "metrics.json").exists()
