@@ -24,12 +24,12 @@ from transcoders.sets import load_transcoder_set
 SCHEMA = Path(__file__).parents[1] / "interp" / "circuits" / "graph.schema.json"
 
 
-def random_transcoders(model, d_dict=48, k=4, scale=0.3):
+def random_transcoders(model, d_dict=48, k=4, scale=0.3, skip=False):
     out = {}
     for layer in range(model.cfg.n_layers):
         tc = random_dictionary("topk", d_in=model.cfg.d_model, d_dict=d_dict, k=k, dtype="float32", seed=layer,
                                hook_in=f"blocks.{layer}.ln2.hook_normalized", hook_out=f"blocks.{layer}.hook_mlp_out",
-                               subtract_b_dec=False, model="tiny:n_layers=2,d_model=32,n_heads=4,d_mlp=64,n_ctx=64")
+                               subtract_b_dec=False, skip=skip, model="tiny:n_layers=2,d_model=32,n_heads=4,d_mlp=64,n_ctx=64")
         with torch.no_grad():
             tc.W_dec.mul_(scale)
         out[layer] = tc
@@ -42,8 +42,16 @@ def graph(tiny):
                      progress=False)
 
 
-def test_edges_and_bias_add_up_to_every_value(graph):
-    """Exactness: in the frozen linear model a node's incoming direct effects plus its bias are its value."""
+def test_edges_and_bias_add_up_to_every_value(graph, tiny):
+    """Exactness: in the frozen linear model a node's incoming direct effects plus its bias are its value
+    (also with skip transcoders, whose linear path carries gradients between the sources and the target)."""
+    skip_graph = attribute(tiny, random_transcoders(tiny, skip=True), "The cat sat", max_feature_nodes=10_000,
+                           progress=False)
+    for graph in (graph, skip_graph):
+        check_exact(graph)
+
+
+def check_exact(graph):
     targets = torch.cat([torch.arange(graph.n_features), graph.logit_nodes()])
     total = graph.adjacency[targets].sum(1) + graph.biases[targets]
     assert torch.allclose(total, graph.values[targets], atol=1e-4, rtol=1e-4)

@@ -8,9 +8,11 @@ computes rather than what the residual stream holds. A skip transcoder adds a
 linear path W_skip [d_in, d_out] beside the sparse one. Any registered
 architecture (ReLU+L1, TopK, ...) can be a transcoder: this module only builds
 the configuration and the activation-store keys; training, evals and splicing
-are the shared ones.
+are the shared ones. A transcoder set (one per layer, `sets.py`) is what
+attribution graphs (`interp.circuits`) run on; it trains from one model pass.
 """
 
 from transcoders.config import mlp_hooks, transcoder_config
+from transcoders.sets import load_transcoder_set, train_transcoder_set
 
-__all__ = ["mlp_hooks", "transcoder_config"]
+__all__ = ["load_transcoder_set", "mlp_hooks", "train_transcoder_set", "transcoder_config"]

@@ -29,3 +29,34 @@ def load_transcoder_set(folder: str | Path, n_layers: int | None = None, device:
     if missing or not out:
         raise ValueError(f"{folder}: no transcoder for layers {missing or 'any'}; a circuit needs one per layer.")
     return out
+
+
+def train_transcoder_set(model, out_dir: str | Path, train_cfg, eval_tokens, layers: list[int] | None = None,
+                         arch: str = "topk", source: str = "shakespeare", batch_size: int = 4096,
+                         block_contexts: int = 64, resume: bool = False, **fields) -> dict[int, Path]:
+    """Train one transcoder per layer from a single model pass (one activation stream holding every
+    layer's MLP input and output) and write `out_dir/layer_<L>/` run folders with metrics.
+
+    `fields` go to every layer's DictionaryConfig (k, d_dict, skip, ...)."""
+    from interp.activations import ActivationStore
+    from interp.dictionary import architecture
+    from interp.runs import train_and_save
+    from transcoders.config import INPUT_KEY, TARGET_KEY, mlp_hooks, transcoder_config
+
+    layers = list(range(model.cfg.n_layers)) if layers is None else layers
+    hooks = {f"{key}{layer}": name for layer in layers for key, name in mlp_hooks(layer).items()}
+    store = ActivationStore(model, hooks, source=source, batch_size=batch_size, block_contexts=block_contexts,
+                            seed=train_cfg.seed)
+    spec = getattr(model, "spec", "")
+    if arch in ("topk", "batchtopk", "gsae"):
+        fields.setdefault("aux_k", model.cfg.d_model // 2)
+    fields.setdefault("dead_tokens", max(batch_size, train_cfg.tokens // 10))
+    fields.setdefault("training", {"source": source, "split": "train", "tokens": train_cfg.tokens, "batch_size": batch_size,
+                                   "lr": train_cfg.lr, "seed": train_cfg.seed})
+    dictionaries = [architecture(arch)(transcoder_config(model.cfg.d_model, layer, arch, model=spec, **fields))
+                    for layer in layers]
+    folders = train_and_save(model, store, dictionaries, train_cfg, Path(out_dir), eval_tokens,
+                             names=[f"layer_{layer}" for layer in layers], resume=resume,
+                             input_key=[f"{INPUT_KEY}{layer}" for layer in layers],
+                             target_key=[f"{TARGET_KEY}{layer}" for layer in layers])
+    return dict(zip(layers, folders))

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from interp.circuits.pruning import graph_scores, influence, normalize_rows, prune
+from interp.circuits import pruning
 from interp.circuits.replacement import LocalReplacement, Target
 from interp.config import write_atomic_text
 from interp.dictionary import Dictionary
@@ -100,9 +100,9 @@ class AttributionGraph:
     def prune(self, node_threshold: float = 0.8, edge_threshold: float = 0.98) -> AttributionGraph:
         keep = torch.zeros(len(self.adjacency), dtype=torch.bool)
         keep[self.token_nodes()] = keep[self.logit_nodes()] = True
-        self.node_mask, self.edge_mask, self.influence = prune(self.adjacency, self.logit_weights(), keep,
+        self.node_mask, self.edge_mask, self.influence = pruning.prune(self.adjacency, self.logit_weights(), keep,
                                                                node_threshold, edge_threshold)
-        self.scores = graph_scores(self.adjacency, self.logit_weights(), self.error_nodes(), self.token_nodes())
+        self.scores = pruning.graph_scores(self.adjacency, self.logit_weights(), self.error_nodes(), self.token_nodes())
         self.meta.update(node_threshold=node_threshold, edge_threshold=edge_threshold)
         return self
 
@@ -177,9 +177,9 @@ def attribute(model, transcoders: dict[int, Dictionary], prompt: str, target: st
     budget = min(max_feature_nodes, n_active)
     bar = tqdm(total=budget, desc="attribution", unit="feature", disable=not progress)
     while len(expanded) < budget:
-        partial = normalize_rows(torch.cat(blocks))
+        partial = pruning.normalize_rows(torch.cat(blocks))
         partial = torch.cat([partial, torch.zeros(len(partial), len(logit_ids))], 1)
-        scores = influence(partial, weights, torch.cat([logit_nodes, torch.tensor(expanded, dtype=torch.long)]))[:n_active]
+        scores = pruning.influence(partial, weights, torch.cat([logit_nodes, torch.tensor(expanded, dtype=torch.long)]))[:n_active]
         scores[expanded] = -1
         batch = scores.topk(min(batch_size, budget - len(expanded))).indices.tolist()
         blocks.append(replacement.edges([Target("feature", *active[i].tolist()) for i in batch], active))

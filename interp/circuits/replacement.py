@@ -73,7 +73,7 @@ class LocalReplacement:
         self.cache = {k: v.detach() for k, v in cache.items()}
         self.logits = logits[0].detach()
         self.feature_positions = token_mask(self.model, self.tokens)[0]
-        self.codes, self.errors, self.bias_out = [], [], []
+        self.codes, self.errors = [], []
         for layer in range(self.n_layers):
             tc, x = self.transcoders[layer], self.mlp_in(layer)
             codes = tc.encode(x.to(tc.W_enc.dtype)).float() * self.feature_positions[:, None]
