@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from interp.activations import ActivationStore
+from interp.activations import BlockStream
 from interp.checkpoint import TrainingInterrupted, load_checkpoint, save_checkpoint, stop_on_signals
 from interp.config import to_dict
 from interp.dictionary import Dictionary
@@ -128,7 +128,7 @@ class Trainee:
         self.optimizer.load_state_dict(state)
 
 
-def train(dictionaries: list[Dictionary], store: ActivationStore, cfg: TrainConfig, out_dir: str | Path,
+def train(dictionaries: list[Dictionary], store: BlockStream, cfg: TrainConfig, out_dir: str | Path,
           input_key: str | list[str] = "x", target_key: str | list[str] | None = None, resume: bool = False,
           log: Callable[[int, list[dict[str, float]]], None] | None = None) -> list[Dictionary]:
     """Train every dictionary on the same stream; return them folded to act on raw activations.
