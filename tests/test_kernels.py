@@ -178,3 +178,54 @@ def test_triton_under_interpreter():
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"{__file__}::test_triton_matches_torch"]
     proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and " skipped" not in proc.stdout, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("ks", [(5, 5, 5), (3, 8, 5)])
+@pytest.mark.parametrize("n", [24, 600])
+def test_stack_equals_members_one_by_one(ks, n):
+    """E dictionaries stacked ([E, d_in, d_dict], one k each) give each member's own codes, outputs and gradients."""
+    members = [make(n=n, seed=s) for s in range(len(ks))]
+    x, W_enc, b_enc, W_dec = (torch.stack([m[i].detach() for m in members]).requires_grad_() for i in range(4))
+    values, indices = topk_encode(x, W_enc, b_enc, list(ks))
+    out = sparse_decode(values, indices, W_dec, backend="torch")
+    assert values.shape == indices.shape == (len(ks), n, max(ks))
+    target = torch.randn(out.shape, dtype=out.dtype)
+    got = grads(((out - target) ** 2).sum() + values.sum(), [x, W_enc, b_enc, W_dec])
+    for e, (k, params) in enumerate(zip(ks, members)):
+        v, i, o = sparse_forward(*params, k)
+        assert (values[e, :, k:] == 0).all()
+        torch.testing.assert_close(to_dense(values[e], indices[e], 64), to_dense(v, i, 64))
+        torch.testing.assert_close(out[e], o)
+        want = grads(((o - target[e]) ** 2).sum() + v.sum(), params)
+        for name, a, b in zip(["x", "W_enc", "b_enc", "W_dec"], got, want):
+            torch.testing.assert_close(a[e], b, msg=lambda m: f"member {e} grad {name}: {m}")
+
+
+def test_stack_shape_errors():
+    x, W_enc, b_enc, _ = make()
+    with pytest.raises(ValueError, match="one k or E"):
+        topk_encode(x.expand(2, -1, -1), W_enc.expand(2, -1, -1), b_enc.expand(2, -1), [4, 4, 4])
+    with pytest.raises(ValueError, match="W_enc \\[E, d_in, d_dict\\]"):
+        topk_encode(x.expand(3, -1, -1), W_enc.expand(2, -1, -1), b_enc.expand(2, -1), 4)
+
+
+@pytest.mark.parametrize("n", [24, 600])
+def test_bf16_autocast_close_to_fp32(n):
+    """Under CPU bf16 autocast the encoder GEMM runs in bf16 and gradients keep the parameters' dtype;
+    on the latents it selects, outputs and gradients match the fp32 reference within bf16 rounding."""
+    params = make(n=n, d_dict=256, dtype=torch.float32)
+    x, W_enc, b_enc, W_dec = params
+    target = torch.randn(n, W_dec.shape[1])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        values, indices = topk_encode(x, W_enc, b_enc, 8)
+        out = sparse_decode(values, indices, W_dec, backend="torch")
+    assert values.dtype == torch.bfloat16 and out.dtype == torch.float32
+    got = grads((out - target).pow(2).sum(), params)
+    assert all(g.dtype == torch.float32 for g in got)
+    same = (indices.sort(-1).values == topk_encode(x, W_enc, b_enc, 8)[1].sort(-1).values).all(-1)
+    assert same.float().mean() > 0.9  # bf16 rounding reorders only near-ties
+    ref_out = dense_decode(dense_topk_encode(x, W_enc, b_enc, 8, indices=indices), W_dec)
+    want = grads((ref_out - target).pow(2).sum(), params)
+    assert (out - ref_out).norm() / ref_out.norm() < 0.01
+    for name, a, b in zip(["x", "W_enc", "b_enc", "W_dec"], got, want):
+        assert (a - b).norm() / b.norm() < 0.01, name

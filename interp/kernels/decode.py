@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .backend import resolve_backend
-from .segment import transpose_gather_sum
+from .segment import member_offsets, transpose_gather_sum
 
 
 def _row_dots(grad_out: Tensor, W_dec: Tensor, indices: Tensor) -> Tensor:
@@ -56,15 +56,23 @@ class SparseDecode(torch.autograd.Function):
 def sparse_decode(values: Tensor, indices: Tensor, W_dec: Tensor, backend: str | None = None) -> Tensor:
     """Decode top-k codes (values [..., k], indices [..., k]) with W_dec [d_dict, d_out] -> [..., d_out].
 
+    A stack of E decoders, W_dec [E, d_dict, d_out], decodes member e's codes (values and
+    member-local indices [E, ..., k]) with W_dec[e], as one decoder of E * d_dict rows.
     backend: None (use $INTERP_KERNELS, else auto), 'auto', 'torch' or 'triton'.
     """
-    if values.shape != indices.shape or W_dec.dim() != 2:
+    stacked = W_dec.dim() == 3
+    if values.shape != indices.shape or W_dec.dim() not in (2, 3) or (stacked and values.shape[0] != W_dec.shape[0]):
         raise ValueError(
             f"sparse_decode: values {tuple(values.shape)}, indices {tuple(indices.shape)}, W_dec "
-            f"{tuple(W_dec.shape)}; expected values and indices [..., k], W_dec [d_dict, d_out]"
+            f"{tuple(W_dec.shape)}; expected values and indices [..., k] with W_dec [d_dict, d_out], "
+            "or [E, ..., k] with W_dec [E, d_dict, d_out]"
         )
     lead, k = values.shape[:-1], values.shape[-1]
     flat_values, flat_indices = values.reshape(-1, k), indices.reshape(-1, k)
+    if stacked:
+        n_members, d_dict, d_out = W_dec.shape
+        flat_indices = member_offsets(flat_indices, n_members, d_dict)
+        W_dec = W_dec.reshape(n_members * d_dict, d_out)
     if resolve_backend(backend, W_dec.device) == "triton":
         fn = importlib.import_module(".triton_decode", __package__).TritonSparseDecode
     else:

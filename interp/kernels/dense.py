@@ -5,9 +5,11 @@ from torch import Tensor
 
 
 def to_dense(values: Tensor, indices: Tensor, d_dict: int) -> Tensor:
-    """Scatter codes (values [..., k], indices [..., k]) into dense codes [..., d_dict]."""
+    """Scatter codes (values [..., k], indices [..., k]) into dense codes [..., d_dict].
+
+    Entries add up, so the zero-valued padding of a stack's smaller-k members leaves the codes alone."""
     dense = values.new_zeros(*values.shape[:-1], d_dict)
-    return dense.scatter(-1, indices, values)
+    return dense.scatter_add(-1, indices, values)
 
 
 def dense_topk_encode(x: Tensor, W_enc: Tensor, b_enc: Tensor, k: int, indices: Tensor | None = None) -> Tensor:

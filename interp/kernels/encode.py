@@ -1,4 +1,4 @@
-"""Fused TopK encoder with a sparse backward.
+"""Fused TopK encoder with a sparse backward, for one dictionary or a stack of E.
 
 Forward: pre = x @ W_enc + b_enc, keep the k largest pre-activations per row,
 values = relu(kept). On CPU the rows go through in chunks so each chunk of
@@ -11,20 +11,38 @@ by relu):
     grad_W_enc [d_in, d_dict]  = x.T @ G, G the sparse [N, d_dict] code of g
     grad_b_enc [d_dict]        = index_add of g
 
+A stack of E dictionaries (W_enc [E, d_in, d_dict], one k per member) is one
+dictionary of E * d_dict latents whose member e sees only rows e*N..(e+1)*N of
+the stacked inputs: the backward is the same three ops on member-offset
+indices. Members with a smaller k than the largest are padded with zero values
+(on latent 0), which add nothing to any sum.
+
 grad_W_enc is built latent-major ([d_dict, d_in], transposed on return). Store
 W_enc the same way (a [d_dict, d_in] tensor viewed as [d_in, d_dict], as
 nn.Linear.weight.T is) and autograd keeps that gradient without a copy, and
 grad_x reads W_enc.T without one: two [d_in, d_dict] copies fewer per step.
+
+Under autocast (torch.autocast, CPU or CUDA) the encoder GEMM and the
+selection run in the autocast dtype and the values come back in it; the
+backward (sparse, cheap) runs in the dtype of W_enc.
 """
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .segment import transpose_gather_sum
+from .segment import member_offsets, transpose_gather_sum
 from .topk import topk_rows
 
 CPU_CHUNK_ROWS = 256  # 256 x d_dict pre-activations stay in cache; measured best of 128/256/512
+
+
+def compute_dtype(t: Tensor) -> torch.dtype:
+    """The dtype a matmul on `t` runs in: the autocast dtype when autocast is on for t's device, else t's."""
+    device = t.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else t.dtype
 
 
 def _select_block(pre: Tensor, k: int, score_scale: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -34,8 +52,8 @@ def _select_block(pre: Tensor, k: int, score_scale: Tensor | None) -> tuple[Tens
     return pre.gather(1, indices), indices
 
 
-def _select(x: Tensor, W_enc: Tensor, b_enc: Tensor, k: int, score_scale: Tensor | None) -> tuple[Tensor, Tensor]:
-    """Top-k pre-activations of x [N, d_in] (ranked by relu(pre) * score_scale if given)."""
+def _select_rows(x: Tensor, W_enc: Tensor, b_enc: Tensor, k: int, score_scale: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Top-k pre-activations of x [N, d_in] (ranked by relu(pre) * score_scale if given), CPU chunks."""
     n = x.shape[0]
     chunk = CPU_CHUNK_ROWS if x.device.type == "cpu" else n
     if n <= chunk:
@@ -50,14 +68,41 @@ def _select(x: Tensor, W_enc: Tensor, b_enc: Tensor, k: int, score_scale: Tensor
     return values, indices
 
 
+def _select(x: Tensor, W_enc: Tensor, b_enc: Tensor, ks: tuple[int, ...], score_scale: Tensor | None):
+    """x [E*N, d_in], W_enc [E, d_in, d_dict], b_enc [E, d_dict] -> values, local indices [E*N, max(ks)]."""
+    e, n = len(ks), x.shape[0] // len(ks)
+    k_max = max(ks)
+    if e == 1:
+        return _select_rows(x, W_enc[0], b_enc[0], k_max, score_scale)
+    if x.device.type != "cpu" and len(set(ks)) == 1:  # one batched GEMM and one top-k for the whole stack
+        pre = torch.baddbmm(b_enc[:, None], x.view(e, n, -1), W_enc).view(e * n, -1)
+        return _select_block(pre, k_max, score_scale)
+    values = x.new_zeros(e * n, k_max)  # members with k < k_max keep zero values (latent 0) in the padding
+    indices = torch.zeros(e * n, k_max, dtype=torch.long, device=x.device)
+    for m, k in enumerate(ks):
+        rows = slice(m * n, (m + 1) * n)
+        scale = None if score_scale is None else score_scale[rows]
+        values[rows, :k], indices[rows, :k] = _select_rows(x[rows], W_enc[m], b_enc[m], k, scale)
+    return values, indices
+
+
 class TopKEncode(torch.autograd.Function):
-    """(x [N, d_in], W_enc [d_in, d_dict], b_enc [d_dict], k) -> (values [N, k], indices [N, k])."""
+    """(x [E*N, d_in], W_enc [E, d_in, d_dict], b_enc [E, d_dict], ks) -> (values, indices [E*N, max(ks)])."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, W_enc: Tensor, b_enc: Tensor, k: int, score_scale: Tensor | None):
-        values, indices = _select(x, W_enc, b_enc, k, score_scale)
-        indices, order = indices.sort(dim=1)  # a canonical order: sums no longer depend on how latents were picked
-        values = values.gather(1, order)
+    def forward(ctx, x: Tensor, W_enc: Tensor, b_enc: Tensor, ks: tuple[int, ...], score_scale: Tensor | None):
+        dtype = compute_dtype(x)
+        with torch.autocast(x.device.type, enabled=False):
+            values, indices = _select(x.to(dtype), W_enc.to(dtype), b_enc.to(dtype), ks, score_scale)
+        if len(set(ks)) == 1:  # a canonical order: sums no longer depend on how latents were picked
+            indices, order = indices.sort(dim=1)
+            values = values.gather(1, order)
+        else:
+            n = len(x) // len(ks)
+            for m, k in enumerate(ks):
+                rows = slice(m * n, (m + 1) * n)
+                indices[rows, :k], order = indices[rows, :k].sort(dim=1)
+                values[rows, :k] = values[rows, :k].gather(1, order)
         values = values.relu_()
         ctx.save_for_backward(x, W_enc, values, indices)
         ctx.mark_non_differentiable(indices)
@@ -66,36 +111,50 @@ class TopKEncode(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_values: Tensor, _grad_indices: Tensor | None):
         x, W_enc, values, indices = ctx.saved_tensors
-        d_dict = W_enc.shape[1]
-        g = grad_values * (values > 0)
+        n_members, d_in, d_dict = W_enc.shape
+        flat = member_offsets(indices, n_members, d_dict)
+        g = grad_values.to(W_enc.dtype) * (values > 0)
         grad_x = grad_W = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_x = F.embedding_bag(indices, W_enc.t().contiguous(), mode="sum", per_sample_weights=g)
+            W_rows = W_enc.transpose(1, 2).reshape(n_members * d_dict, d_in)
+            grad_x = F.embedding_bag(flat, W_rows, mode="sum", per_sample_weights=g).to(x.dtype)
         if ctx.needs_input_grad[1]:
-            grad_W = transpose_gather_sum(x, g, indices, d_dict).t()
+            grad_W = transpose_gather_sum(x.to(g.dtype), g, flat, n_members * d_dict)
+            grad_W = grad_W.view(n_members, d_dict, d_in).transpose(1, 2)
         if ctx.needs_input_grad[2]:
-            grad_b = g.new_zeros(d_dict).index_add_(0, indices.reshape(-1), g.reshape(-1))
+            grad_b = g.new_zeros(n_members * d_dict).index_add_(0, flat.reshape(-1), g.reshape(-1)).view(n_members, d_dict)
         return grad_x, grad_W, grad_b, None, None
 
 
-def topk_encode(x: Tensor, W_enc: Tensor, b_enc: Tensor, k: int, score_scale: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def topk_encode(x: Tensor, W_enc: Tensor, b_enc: Tensor, k: int | Sequence[int],
+                score_scale: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Top-k ReLU codes of x [..., d_in]: (values [..., k], indices [..., k] int64).
 
     x must already have b_dec subtracted. Gradients reach x, W_enc and b_enc
     only through the k selected latents of each row. `score_scale` [..., d_dict]
     (no gradient) changes only which latents are selected: they are ranked by
     relu(pre) * score_scale (gradient SAEs); the kept values are still relu(pre).
+
+    A stack of E dictionaries: W_enc [E, d_in, d_dict], b_enc [E, d_dict], x [E, ..., d_in]
+    and k an int or one per member; values and (member-local) indices are [E, ..., max(k)],
+    zero-padded past a member's own k.
     """
-    d_in, d_dict = W_enc.shape
-    if x.shape[-1] != d_in or b_enc.shape != (d_dict,):
+    stacked = W_enc.dim() == 3
+    W3, b2 = (W_enc, b_enc) if stacked else (W_enc[None], b_enc[None])
+    n_members, d_in, d_dict = W3.shape
+    ks = tuple(k) if isinstance(k, Sequence) else (k,) * n_members
+    if x.shape[-1] != d_in or b2.shape != (n_members, d_dict) or (stacked and x.shape[0] != n_members) \
+            or len(ks) != n_members:
         raise ValueError(
-            f"topk_encode: x {tuple(x.shape)}, W_enc {tuple(W_enc.shape)}, b_enc {tuple(b_enc.shape)}; "
-            "expected x [..., d_in], W_enc [d_in, d_dict], b_enc [d_dict]"
+            f"topk_encode: x {tuple(x.shape)}, W_enc {tuple(W_enc.shape)}, b_enc {tuple(b_enc.shape)}, k {k}; "
+            "expected x [..., d_in], W_enc [d_in, d_dict], b_enc [d_dict], or for a stack of E "
+            "x [E, ..., d_in], W_enc [E, d_in, d_dict], b_enc [E, d_dict] and one k or E of them"
         )
-    if not 1 <= k <= d_dict:
-        raise ValueError(f"topk_encode: k={k} must be between 1 and d_dict={d_dict}")
+    for one in ks:
+        if not 1 <= one <= d_dict:
+            raise ValueError(f"topk_encode: k={one} must be between 1 and d_dict={d_dict}")
     lead = x.shape[:-1]
     if score_scale is not None:
         score_scale = score_scale.detach().reshape(-1, d_dict)
-    values, indices = TopKEncode.apply(x.reshape(-1, d_in), W_enc, b_enc, k, score_scale)
-    return values.reshape(*lead, k), indices.reshape(*lead, k)
+    values, indices = TopKEncode.apply(x.reshape(-1, d_in), W3, b2, ks, score_scale)
+    return values.reshape(*lead, max(ks)), indices.reshape(*lead, max(ks))

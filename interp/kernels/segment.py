@@ -1,4 +1,5 @@
-"""Transposed sparse-dense product, the weight gradient of a top-k code.
+"""Index helpers for top-k codes: the transposed sparse-dense product (the weight
+gradient of a top-k code) and the member offsets of a stack of dictionaries.
 
 Given a sparse code C [N, d_dict] stored as (weights [N, k], indices [N, k]),
 `transpose_gather_sum(table, weights, indices, d_dict)` returns C.T @ table,
@@ -26,3 +27,11 @@ def transpose_gather_sum(table: Tensor, weights: Tensor, indices: Tensor, d_dict
     return F.embedding_bag(
         rows, table, offsets, mode="sum", per_sample_weights=weights.reshape(-1)[order]
     )
+
+
+def member_offsets(indices: Tensor, n_members: int, d_dict: int) -> Tensor:
+    """Member-local latent ids [E*N, k] (member e owns rows e*N..(e+1)*N) -> ids among the stack's E * d_dict latents."""
+    if n_members == 1:
+        return indices
+    first = torch.arange(n_members, device=indices.device) * d_dict
+    return indices + first.repeat_interleave(indices.shape[0] // n_members)[:, None]
