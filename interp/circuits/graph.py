@@ -153,7 +153,7 @@ def logit_targets(logits: torch.Tensor, target: int | None, max_logits: int, pro
     ids = top.indices[: min(n, max_logits)].tolist()
     if target is not None and target not in ids:
         ids.append(target)
-    return ids, probs[ids]
+    return ids, probs[ids].cpu()
 
 
 def attribute(model, transcoders: dict[int, Dictionary], prompt: str, target: str | None = None, max_logits: int = 10,
@@ -161,7 +161,7 @@ def attribute(model, transcoders: dict[int, Dictionary], prompt: str, target: st
               node_threshold: float = 0.8, edge_threshold: float = 0.98, progress: bool = True) -> AttributionGraph:
     """The pruned attribution graph of `prompt`'s next-token prediction (see the module docstring)."""
     start = time.perf_counter()
-    tokens = prompt_tokens(model, prompt)
+    tokens = prompt_tokens(model, prompt).to(model.cfg.device)
     replacement = LocalReplacement(model, transcoders, tokens)
     last = len(tokens) - 1
     logit_ids, logit_probs = logit_targets(replacement.logits[last], None if target is None else target_token(model, target),

@@ -128,7 +128,7 @@ class LocalReplacement:
         if target.kind == "feature":
             return self.transcoders[target.layer].W_enc[:, target.index].float()
         vocab = self.logits.shape[-1]
-        direction = torch.full((vocab,), -1.0 / vocab)
+        direction = torch.full((vocab,), -1.0 / vocab, device=self.logits.device)
         direction[target.index] += 1.0
         return direction
 
@@ -153,17 +153,18 @@ class LocalReplacement:
     def active_features(self) -> torch.Tensor:
         """[n_active, 3] (layer, position, latent) of every non-zero feature, in that order."""
         rows = [torch.cat([torch.full((len(p), 1), layer), p], 1)
-                for layer, codes in enumerate(self.codes) for p in [codes.nonzero()]]
+                for layer, codes in enumerate(self.codes) for p in [codes.nonzero().cpu()]]
         return torch.cat(rows).long()
 
     def activations(self, features: torch.Tensor) -> torch.Tensor:
         """[n] the activation of each (layer, position, latent) row."""
-        return torch.stack([self.codes[layer][pos, idx] for layer, pos, idx in features.tolist()]) if len(features) \
+        return torch.stack([self.codes[layer][pos, idx] for layer, pos, idx in features.tolist()]).cpu() if len(features) \
             else torch.zeros(0)
 
     def edges(self, targets: list[Target], features: torch.Tensor) -> torch.Tensor:
         """Direct effects [len(targets), n_features + n_layers * n_pos + n_pos] on each target of each source:
-        the given features (rows of `active_features()`), then error nodes (layer-major), then embeddings."""
+        the given features (rows of `active_features()`), then error nodes (layer-major), then embeddings.
+        Computed on the model's device, returned on the CPU."""
         outputs, grad_outputs = self._seeds(targets)
         grads = torch.autograd.grad(outputs, [self.embed_leaf, *self.mlp_leaves], grad_outputs, retain_graph=True,
                                     allow_unused=True, materialize_grads=True, is_grads_batched=True)
@@ -173,23 +174,24 @@ class LocalReplacement:
             return self._edges_from_grads(g_embed, g_mlp, features)
 
     def _edges_from_grads(self, g_embed, g_mlp, features):
-        feature_edges = torch.zeros(len(g_embed), len(features))
+        features = features.to(g_embed.device)
+        feature_edges = g_embed.new_zeros(len(g_embed), len(features))
         for layer in range(self.n_layers):
             rows = (features[:, 0] == layer).nonzero()[:, 0]
             if len(rows):
                 pos, idx = features[rows, 1], features[rows, 2]
                 written = self.codes[layer][pos, idx][:, None] * self.transcoders[layer].W_dec[idx].float()
-                feature_edges[:, rows] = torch.einsum("bpd,fd->bpf", g_mlp[layer], written)[:, pos, torch.arange(len(rows))]
+                feature_edges[:, rows] = torch.einsum("bpd,fd->bpf", g_mlp[layer], written)[:, pos, torch.arange(len(rows), device=g_embed.device)]
         error_edges = torch.stack([(g * e).sum(-1) for g, e in zip(g_mlp, self.errors)], 1).flatten(1)
         embed_edges = (g_embed * self.embedding).sum(-1)
-        return torch.cat([feature_edges, error_edges, embed_edges], 1)
+        return torch.cat([feature_edges, error_edges, embed_edges], 1).cpu()
 
     def _seeds(self, targets: list[Target]):
         """The graph outputs the targets read, and batched one-hot gradients injecting their directions."""
         outputs, grad_outputs = [], []
         for layer in sorted({t.layer for t in targets}):
             out = self.graph_logits if layer == self.n_layers else self.graph_mlp_in[layer]
-            seed = torch.zeros(len(targets), *out.shape)
+            seed = out.new_zeros(len(targets), *out.shape)
             for b, t in enumerate(targets):
                 if t.layer == layer:
                     seed[b, t.position] = self.reading_direction(t)
