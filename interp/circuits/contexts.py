@@ -23,12 +23,13 @@ def top_contexts(model, transcoders: dict[int, Dictionary], features: list[tuple
     names = {f"blocks.{layer}.ln2.hook_normalized": layer for layer in layers}
     acts = {layer: [] for layer in layers}  # [n, n_ctx, n_wanted] per layer
     for chunk in tqdm(tokens.split(batch), desc="contexts", disable=not progress):
+        chunk = chunk.to(model.cfg.device)
         _, cache = model.run_with_cache(chunk, names_filter=lambda n: n in names, stop_at_layer=layers[-1] + 1)
         mask = token_mask(model, chunk)
         for name, layer in names.items():
             tc = transcoders[layer]
             codes = tc.encode(cache[name].flatten(0, 1).to(tc.W_enc.dtype))[:, wanted[layer]].float()
-            acts[layer].append(codes.reshape(*chunk.shape, -1) * mask[..., None])
+            acts[layer].append((codes.reshape(*chunk.shape, -1) * mask[..., None]).cpu())
     out = {}
     for layer in layers:
         a = torch.cat(acts[layer])
