@@ -27,6 +27,15 @@ def auxk_loss(pre_dead: torch.Tensor, W_dec_dead: torch.Tensor, residual: torch.
     return torch.nan_to_num(error / scale, nan=0.0)
 
 
+def dead_latent_auxk(d, since_fired: torch.Tensor, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    """AuxK of dictionary `d` on its latents silent for `d.cfg.dead_tokens` tokens (since_fired [d_dict]);
+    0 when none are, or AuxK is off."""
+    dead = (since_fired >= d.cfg.dead_tokens).nonzero().squeeze(-1).to(x.device)
+    if not d.cfg.aux_k or len(dead) == 0:
+        return x.new_zeros(())
+    return auxk_loss(d.pre_acts(x, dead), d.W_dec[dead], residual, d.cfg.aux_k)
+
+
 @torch.no_grad()
 def remove_parallel_grad(W_dec: torch.nn.Parameter) -> None:
     """Project out the gradient component along each (unit) decoder row, so Adam moves along the sphere."""

@@ -3,13 +3,15 @@ of activations is served to every dictionary, so a sweep costs one model pass.
 
 Adam with linear warm-up and a linear decay over the last `decay_fraction` of
 steps, gradient clipping, a unit-norm decoder (for architectures that want
-it), AuxK on latents dead for `dead_tokens` tokens, bf16 autocast on CUDA, an
+it), AuxK on latents dead for `dead_tokens` tokens, optional bf16 autocast, an
 atomic checkpoint every `checkpoint_every` steps and on SIGINT/SIGTERM, exact
 resume, and two kinds of parallelism under torchrun (`interp.distributed`):
 data-parallel (each rank's store serves its own shard of every batch and
 gradients are averaged) and module-parallel (the ranks' shards are gathered
 into one batch that every rank sees, and rank r trains dictionaries r,
 r + world, ...: N ranks train N dictionaries from one shared model pass).
+Dictionaries of the same class and shapes that read and reconstruct the same
+keys train as one stack (`interp.stacked`): one batched step for the sweep.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from interp.config import to_dict
 from interp.dictionary import Dictionary
 from interp.distributed import (any_rank, average_buffers, average_gradients, broadcast_module, broadcast_object,
                                 gather_batches, gather_objects, gather_to_main, union, world)
-from interp.losses import auxk_loss, normalize_rows, reconstruction_loss, remove_parallel_grad
+from interp.losses import dead_latent_auxk, normalize_rows, reconstruction_loss, remove_parallel_grad
+from interp.stacked import StackedTrainee, stack_trainees
 
 
 @dataclass(frozen=True)
@@ -39,8 +42,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     checkpoint_every: int = 100
     seed: int = 0
-    autocast: bool = False  # bf16 autocast for the dictionary on CUDA
+    autocast: bool = False  # bf16 autocast for the dictionary (meant for CUDA; runs on CPU too)
     tf32: bool = True  # TF32 matmuls on CUDA (no effect on CPU)
+    stack: bool = True  # train same-shaped dictionaries on the same keys as one stack (interp.stacked)
     parallel: str = "data"  # under torchrun: "data" (ranks split each batch) or "module" (ranks split the dictionaries)
 
     def __post_init__(self):
@@ -73,11 +77,11 @@ class Trainee:
     def step(self, x: torch.Tensor, target: torch.Tensor, extras: dict[str, torch.Tensor], lr: float,
              cfg: TrainConfig) -> dict[str, float]:
         d = self.dictionary
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.autocast and x.is_cuda):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cfg.autocast):
             step = d.training_forward(x, **extras)
             mse = reconstruction_loss(step.recon.float(), target)
             sparsity = d.sparsity_loss(step)
-            loss = mse + sparsity + d.cfg.aux_coeff * self._auxk(x, target - step.recon.float())
+            loss = mse + sparsity + d.cfg.aux_coeff * dead_latent_auxk(d, self.since_fired, x, target - step.recon.float())
         if not torch.isfinite(loss):
             raise FloatingPointError(f"The {d.arch} loss is {loss.item()} (mse {mse.item()}, sparsity {sparsity.item()}); "
                                      "lower --lr or check the activations. The last checkpoint is kept.")
@@ -99,14 +103,6 @@ class Trainee:
             fired, ranks = union(fired), world()[1]
         self.since_fired = torch.where(fired.cpu(), 0, self.since_fired + len(x) * ranks)
         return {"loss": loss.item(), "mse": mse.item(), "l0": step.l0()}
-
-    def _auxk(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        """AuxK on the latents silent for `dead_tokens` tokens (0 when none are, or AuxK is off)."""
-        d = self.dictionary
-        dead = (self.since_fired >= d.cfg.dead_tokens).nonzero().squeeze(-1).to(x.device)
-        if not d.cfg.aux_k or len(dead) == 0:
-            return x.new_zeros(())
-        return auxk_loss(d.pre_acts(x, dead), d.W_dec[dead], residual, d.cfg.aux_k)
 
     def tensors(self, i: int) -> dict[str, torch.Tensor]:
         out = {f"d{i}.{k}": v for k, v in self.dictionary.state_dict().items()}
@@ -155,8 +151,9 @@ def train(dictionaries: list[Dictionary], store: BlockStream, cfg: TrainConfig, 
     if module and n < world_size:
         raise ValueError(f"Module-parallel training gives each rank its own dictionaries, but there are {n} for "
                          f"{world_size} ranks; train at least {world_size} dictionaries, use fewer ranks, or parallel='data'.")
-    trainees = {i: Trainee(dictionaries[i], cfg, data_parallel=not module)
-                for i in (range(rank, n, world_size) if module else range(n))}
+    mine = {i: dictionaries[i] for i in (range(rank, n, world_size) if module else range(n))}
+    stacks = stack_trainees(mine, inputs, targets, cfg, data_parallel=not module) if cfg.stack else {}
+    trainees = {i: stacks.get(i) or Trainee(d, cfg, data_parallel=not module) for i, d in mine.items()}
     n_steps = cfg.steps(store.batch_size * world_size)
     header = {"train": to_dict(cfg), "dictionaries": [to_dict(d.cfg) for d in dictionaries],
               "batch_size": store.batch_size, "world_size": world_size}
@@ -185,8 +182,15 @@ def train(dictionaries: list[Dictionary], store: BlockStream, cfg: TrainConfig, 
         while step < n_steps:
             batch = next(stream)
             lr = cfg.lr_at(step, n_steps)
-            logs = {i: t.step(batch[inputs[i]] * scales[inputs[i]], batch[targets[i]] * scales[targets[i]],
-                              {k: batch[k] for k in t.dictionary.needs}, lr, cfg) for i, t in trainees.items()}
+            logs = {}
+            for i, t in trainees.items():
+                if i in logs:
+                    continue  # stepped with the rest of its stack
+                x, y = batch[inputs[i]] * scales[inputs[i]], batch[targets[i]] * scales[targets[i]]
+                if isinstance(t, StackedTrainee):
+                    logs.update(t.step(x, y, lr, cfg))
+                else:
+                    logs[i] = t.step(x, y, {k: batch[k] for k in t.dictionary.needs}, lr, cfg)
             step += 1
             bar.update(1)
             first = next(iter(logs.values()))

@@ -20,6 +20,8 @@ def topk_codes(pre: torch.Tensor, k: int) -> torch.Tensor:
 
 @register("topk")
 class TopKSAE(Dictionary):
+    stacking = "topk"
+
     @classmethod
     def validate(cls, cfg):
         if not 0 < cfg.k <= cfg.d_dict:
