@@ -4,11 +4,13 @@
         (a) our sparse kernels, (b) a dense TopK reference, (c) the encoder GEMM alone (the floor)
     W2  ReLU + L1 SAE training step, same shapes (dense ops; the kernels have nothing to add)
     W3  inference: encode + decode of 65,536 activations, ours against the dense reference
+    --bf16 adds W1 and W3 under CPU bf16 autocast (the encoder GEMM in bf16, on AMX where the
+    CPU has it; values close to fp32, not equal: tests/test_kernels.py::test_bf16_autocast_close_to_fp32)
 
 All rows take turns in one process (common.best_times), so their ratios hold
 even when other processes share the CPU.
 
-Run: python benchmarks/bench_train.py [--rounds 4] [--workloads W1,W2,W3] [--profile]
+Run: python benchmarks/bench_train.py [--rounds 4] [--workloads W1,W2,W3] [--bf16] [--profile]
 """
 
 import argparse
@@ -46,6 +48,16 @@ def topk_sparse(p, x, k):
 def topk_dense(p, x, k):
     codes = dense_topk_encode(x - p["b_dec"], p["W_enc"], p["b_enc"], k)
     return dense_decode(codes, p["W_dec"]) + p["b_dec"], 0.0
+
+
+def bf16(forward):
+    """`forward` under CPU bf16 autocast."""
+
+    def run(p, x, arg):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return forward(p, x, arg)
+
+    return run
 
 
 def relu_l1(p, x, l1_coeff):
@@ -101,17 +113,21 @@ def profile_w1(steps: int = 2, top: int = 3) -> list[tuple[str, float]]:
     return [(e.key, e.self_cpu_time_total / 1e3 / steps) for e in events[:top]]
 
 
-def calls_for(workloads: set[str], s: Shapes = SHAPES) -> dict[str, tuple]:
+def calls_for(workloads: set[str], s: Shapes = SHAPES, with_bf16: bool = False) -> dict[str, tuple]:
     """name -> (closure, tokens per call) for the floor and every row of `workloads`."""
     calls = {"floor": (gemm_floor_call(s), s.batch)}
     if "W1" in workloads:
         calls["W1 ours"] = (train_step(topk_sparse, s.k), s.batch)
         calls["W1 dense"] = (train_step(topk_dense, s.k), s.batch)
+        if with_bf16:
+            calls["W1 bf16"] = (train_step(bf16(topk_sparse), s.k), s.batch)
     if "W2" in workloads:
         calls["W2 ours"] = (train_step(relu_l1, s.l1_coeff), s.batch)
     if "W3" in workloads:
         calls["W3 ours"] = (inference(topk_sparse), s.n_infer)
         calls["W3 dense"] = (inference(topk_dense), s.n_infer)
+        if with_bf16:
+            calls["W3 bf16"] = (inference(bf16(topk_sparse)), s.n_infer)
     return calls
 
 
@@ -126,10 +142,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=4, help="timed turns of every row (fewer = faster, noisier)")
     ap.add_argument("--workloads", default="W1,W2,W3")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--bf16", action="store_true", help="add W1 and W3 under CPU bf16 autocast")
     ap.add_argument("--profile", action="store_true", help="print the top 3 ops of W1 by self CPU time")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    r = tokens_per_s(calls_for(set(args.workloads.split(","))), args.rounds)
+    r = tokens_per_s(calls_for(set(args.workloads.split(",")), with_bf16=args.bf16), args.rounds)
     floor = r["floor"]
     print(f"{'row':10s} {'tokens/s':>10s} {'/ floor':>8s}")
     for name, tps in r.items():
@@ -137,6 +154,8 @@ def main() -> None:
     for w in ("W1", "W3"):
         if f"{w} ours" in r:
             print(f"{w} ours / dense reference: {r[f'{w} ours'] / r[f'{w} dense']:.2f}x")
+        if f"{w} bf16" in r:
+            print(f"{w} bf16 autocast / fp32: {r[f'{w} bf16'] / r[f'{w} ours']:.2f}x")
     if args.profile:
         print("W1 top ops by self CPU time (ms per step):")
         for name, ms in profile_w1():

@@ -210,9 +210,10 @@ def test_stack_shape_errors():
 
 
 @pytest.mark.parametrize("n", [24, 600])
-def test_bf16_autocast_close_to_fp32(n):
+def test_bf16_autocast_close_to_fp32(n, monkeypatch):
     """Under CPU bf16 autocast the encoder GEMM runs in bf16 and gradients keep the parameters' dtype;
     on the latents it selects, outputs and gradients match the fp32 reference within bf16 rounding."""
+    monkeypatch.setattr("interp.kernels.encode.CPU_LOW_PRECISION_CHUNK", 256 * 256)  # 600 rows cross bf16 chunks
     params = make(n=n, d_dict=256, dtype=torch.float32)
     x, W_enc, b_enc, W_dec = params
     target = torch.randn(n, W_dec.shape[1])

@@ -11,11 +11,10 @@ when they are available; see backend.py for the override.
 import importlib
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .backend import resolve_backend
-from .segment import member_offsets, transpose_gather_sum
+from .segment import bag_sums, member_offsets, transpose_gather_sum
 
 
 def _row_dots(grad_out: Tensor, W_dec: Tensor, indices: Tensor) -> Tensor:
@@ -40,7 +39,7 @@ class SparseDecode(torch.autograd.Function):
     @staticmethod
     def forward(ctx, values: Tensor, indices: Tensor, W_dec: Tensor) -> Tensor:
         ctx.save_for_backward(values, indices, W_dec)
-        return F.embedding_bag(indices, W_dec, mode="sum", per_sample_weights=values.to(W_dec.dtype))
+        return bag_sums(values.to(W_dec.dtype), indices, W_dec)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
