@@ -23,7 +23,7 @@ demo: install
 	cat runs/demo/metrics.json
 
 test: install
-	$(BIN)/python -m pytest tests notebooks --nbmake --nbmake-timeout=1200 -q
+	$(BIN)/python -m pytest tests notebooks --nbmake --nbmake-timeout=1200 -q --durations=12
 
 test-slow: install
 	$(BIN)/python -m pytest tests -m slow -q

@@ -34,13 +34,14 @@ def main():
     p.add_argument("--prompt", default=PROMPT)
     p.add_argument("--target", default=" Juliet")
     p.add_argument("--max-features", type=int, default=1024)
+    p.add_argument("--eval-contexts", type=int, default=4, help="held-out contexts of 128 tokens per layer's metrics")
     p.add_argument("--results", default="experiments/results/transcoder_circuit.md")
     args = p.parse_args()
     model = load_model()
     out = Path(args.out)
     start = time.perf_counter()
     if not (out / f"layer_{model.cfg.n_layers - 1}" / "cfg.json").exists():
-        eval_tokens = take_contexts(model, "shakespeare", "validation", 128, 16)
+        eval_tokens = take_contexts(model, "shakespeare", "validation", 128, args.eval_contexts)
         train_transcoder_set(model, out, TrainConfig(tokens=args.tokens, checkpoint_every=50), eval_tokens,
                              batch_size=args.batch_size, d_dict=args.d_dict, k=args.k)
     train_seconds = time.perf_counter() - start
@@ -58,7 +59,8 @@ def main():
     kept = graph.node_mask
     lines = [f"Transcoders for all {model.cfg.n_layers} layers of SmolLM2-135M (TopK k={args.k}, width {args.d_dict}, "
              f"{args.tokens:,} training tokens each from one shared model pass, batch {args.batch_size}); training + "
-             f"per-layer evaluation took {train_seconds:.0f} s on 2 CPU cores (shared with other jobs).", "",
+             f"per-layer evaluation ({args.eval_contexts} x 128 held-out tokens) took {train_seconds:.0f} s on 2 CPU cores "
+             "(shared with other jobs).", "",
              "| layer | fvu | ce_recovered | ce_spliced | ce_clean | l0 | dead |", "|---|---|---|---|---|---|---|"]
     for layer, m in enumerate(metrics):
         lines.append(f"| {layer} | {m['fvu']:.3f} | {m['ce_recovered']:.3f} | {m['ce_loss_spliced']:.3f} | {m['ce_loss_clean']:.3f} | "
