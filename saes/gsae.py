@@ -11,11 +11,13 @@ Choices (documented here because the paper leaves them open):
   means the same at every hook and for every model: a latent aligned with the
   gradient has its score multiplied by (1 + beta). The gradient's raw scale
   varies by orders of magnitude across tokens and would otherwise dominate.
-- Inference has no gradient. Two modes, measured in experiments/results/:
-  plain TopK on z (`encode(x)`, the default), or one global threshold theta
-  calibrated after training on held-out activations so that the mean L0 is k
-  (`calibrated_threshold` + `thresholded`: codes = z * [z > theta], so tokens
-  may use more or fewer than k latents, as the gradient let them in training).
+- Inference has no gradient. Two modes: plain TopK on z (`encode(x)`, the
+  default), or one global threshold theta calibrated after training on
+  held-out activations so that the mean L0 is k (`calibrated_threshold` +
+  `thresholded`: codes = z * [z > theta], so tokens may use more or fewer than
+  k latents, as the gradient let them in training). Measured on SmolLM2-135M
+  (experiments/results/gsae_vs_topk.md), plain TopK is far better: the few
+  tokens with outlier norms clear a global threshold with thousands of latents.
 - `encode(x, grad=g)` selects with the true gradient, as in training. At
   evaluation time g can be computed, but it depends on the tokens being
   predicted: an oracle, an upper bound for gradient-free inference.
