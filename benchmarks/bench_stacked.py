@@ -9,8 +9,9 @@ the ratio holds on a shared machine.
     S1  TopK, d_in 512, d_dict 8192, batch 4096 (W1's shapes), a sweep of k: 16, 24, 32, 48
     S2  ReLU + L1, same widths, batch 1024 (memory), a sweep of l1_coeff: 1, 2, 5, 10
     S3  TopK, d_in 128, d_dict 1024, batch 1024, k 8, 16, 24, 32: small enough that per-call costs count
+    S4  S1 with k 32 for every member (a seed or lr sweep): no member is padded to the largest k
 
-Run: python benchmarks/bench_stacked.py [--rounds 3] [--workloads S1,S2,S3] [--members 4]
+Run: python benchmarks/bench_stacked.py [--rounds 3] [--workloads S1,S2,S3,S4] [--members 4]
 """
 
 import argparse
@@ -32,6 +33,7 @@ WORKLOADS = {  # name: (arch, d_in, d_dict, batch, field, one value per member)
     "S1": ("topk", 512, 8192, 4096, "k", (16, 24, 32, 48)),
     "S2": ("relu", 512, 8192, 1024, "l1_coeff", (1.0, 2.0, 5.0, 10.0)),
     "S3": ("topk", 128, 1024, 1024, "k", (8, 16, 24, 32)),
+    "S4": ("topk", 512, 8192, 4096, "k", (32, 32, 32, 32)),
 }
 
 
@@ -73,7 +75,7 @@ def calls(name: str, members: int):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3, help="timed turns of each side (fewer = faster, noisier)")
-    ap.add_argument("--workloads", default="S1,S2,S3")
+    ap.add_argument("--workloads", default="S1,S2,S3,S4")
     ap.add_argument("--members", type=int, default=4, help="E, the dictionaries in the sweep")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()

@@ -126,10 +126,10 @@ class Dictionary(nn.Module):
     arch: ClassVar[str] = ""
     unit_norm_decoder: ClassVar[bool] = True  # False: decoder norms are folded on save instead
     needs: ClassVar[tuple[str, ...]] = ()  # extra stream keys training_forward takes (e.g. "grad")
-    # How interp.stacked trains several of these as one stack: "dense" (one batched matmul gives the
-    # pre-activations, then each member's `training_activation`), "topk" (the stacked TopK kernels,
-    # k = cfg.k), or "" (never stacked). "dense" applies only to classes keeping the base training_forward.
-    stacking: ClassVar[str] = "dense"
+    # How interp.stacked trains several of these as one stack: "forward" (each member's own
+    # training_forward, one optimizer step for all), "topk" (the stacked TopK kernels, k = cfg.k: one
+    # encode and one decode for all), or "" (never stacked).
+    stacking: ClassVar[str] = "forward"
 
     def __init__(self, cfg: DictionaryConfig):
         super().__init__()
@@ -180,14 +180,10 @@ class Dictionary(nn.Module):
         return self.decode(self.encode(x)) + self.skip(x)
 
     # --- training ---------------------------------------------------------
-    def training_activation(self, pre: torch.Tensor) -> torch.Tensor:
-        """Pre-activations -> codes [batch, d_dict] in training mode (default: `activation`)."""
-        return self.activation(pre)
-
     def training_codes(self, x: torch.Tensor, **extras: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(pre, codes) in training mode; `extras` holds the keys named in `needs`."""
         pre = self.pre_acts(x)
-        return pre, self.training_activation(pre)
+        return pre, self.activation(pre)
 
     def training_forward(self, x: torch.Tensor, **extras: torch.Tensor) -> TrainingStep:
         pre, codes = self.training_codes(x, **extras)

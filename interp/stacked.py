@@ -1,17 +1,21 @@
 """Several same-shaped dictionaries trained as one stack: a sweep (of k, of the L1
-coefficient, ...) whose members share their shapes, input and target runs one
-batched forward and backward over parameters stacked [E, ...] and one Adam step.
+coefficient, ...) whose members share their shapes, input and target takes one
+optimizer step over parameters stacked [E, ...].
 
-Only the expensive parts are batched: the encoder (a batched matmul, or the
-stacked TopK kernel) and the decoder (a batched matmul, or the stacked sparse
-decode). What makes members differ (k, the training activation, the sparsity
-loss, AuxK, thresholds) runs per member through the member's own methods, bound
-with `torch.func.functional_call` to its slices of the stacked parameters so
-gradients reach the stack. Each member's parameters and buffers become views of
-its slice, so the Dictionary objects always hold the current weights, and
-checkpoints (the same per-dictionary keys as `Trainee`), resume and export are
-unchanged. Results equal one-by-one training within float tolerance
-(tests/test_stacked.py); gradient clipping stays per member.
+TopK-family members (`stacking = "topk"`) also share the forward and backward:
+one stacked TopK encode and one sparse decode over E * d_dict latents, one k
+per member. Other architectures run each member's own `training_forward`:
+batching their dense matmuls would need the E members' [batch, d_dict]
+pre-activations and codes stacked and unstacked, which costs more than it saves
+(benchmarks/bench_stacked.py). What makes members differ (k, sparsity loss,
+AuxK, thresholds) always runs through the member's own methods and config.
+
+Each member's parameters and buffers become views of its slice of the stack,
+and its .grad a view of the stack's gradient, so the Dictionary objects always
+hold the current weights: checkpoints (the same per-dictionary keys as
+`Trainee`), resume and export are unchanged. Results equal one-by-one training
+(bit for bit for a float32 TopK sweep; tests/test_stacked.py); gradient clipping
+stays per member.
 """
 
 from __future__ import annotations
@@ -28,8 +32,7 @@ from interp.losses import dead_latent_auxk, normalize_rows, reconstruction_loss,
 def stack_key(d: Dictionary, input_key: str, target_key: str) -> tuple | None:
     """Dictionaries with equal keys can train as one stack; None for one that trains alone."""
     cls = type(d)
-    dense_ok = cls.training_forward is Dictionary.training_forward and cls.training_codes is Dictionary.training_codes
-    if d.needs or not (cls.stacking == "topk" or (cls.stacking == "dense" and dense_ok)):
+    if d.needs or cls.stacking not in ("topk", "forward"):
         return None
     tensors = tuple((name, t.shape, t.dtype, t.device) for name, t in d.state_dict().items())
     return cls, tensors, d.cfg.subtract_b_dec, d.cfg.skip, input_key, target_key
@@ -37,11 +40,15 @@ def stack_key(d: Dictionary, input_key: str, target_key: str) -> tuple | None:
 
 def stack_trainees(dictionaries: dict[int, Dictionary], inputs: list[str], targets: list[str], cfg,
                    data_parallel: bool = True) -> dict[int, StackedTrainee]:
-    """{index: StackedTrainee} for every group of two or more stackable, compatible dictionaries."""
+    """{index: StackedTrainee} for every group of two or more stackable, compatible dictionaries.
+
+    cfg.stack: "on", "off", or "auto": on CUDA only. On CPU a stack trains at 0.9-1.0x the speed of its
+    members one by one (benchmarks/results/kernels.md): the encoder GEMMs, the same FLOPs either way,
+    are half the step and the rest is memory-bound; batching pays where kernel launches cost."""
     groups: dict[tuple, dict[int, Dictionary]] = {}
     for i, d in dictionaries.items():
         key = stack_key(d, inputs[i], targets[i])
-        if key is not None:
+        if key is not None and (cfg.stack == "on" or (cfg.stack == "auto" and d.W_enc.is_cuda)):
             groups.setdefault(key, {})[i] = d
     out = {}
     for members in groups.values():
@@ -49,17 +56,6 @@ def stack_trainees(dictionaries: dict[int, Dictionary], inputs: list[str], targe
             trainee = StackedTrainee(members, cfg, data_parallel)
             out.update(dict.fromkeys(members, trainee))
     return out
-
-
-class _Bound(nn.Module):
-    """functional_call target: runs fn(member, *args) with the member's parameters swapped for tensors."""
-
-    def __init__(self, member: Dictionary):
-        super().__init__()
-        self.member = member
-
-    def forward(self, fn, *args):
-        return fn(self.member, *args)
 
 
 class StackedTrainee:
@@ -71,47 +67,41 @@ class StackedTrainee:
         first = self.members[0]
         self.stack = nn.Module()
         for name, _ in first.named_parameters():
-            self.stack.register_parameter(name, nn.Parameter(torch.stack([m.get_parameter(name).detach() for m in self.members])))
+            p = nn.Parameter(torch.stack([m.get_parameter(name).detach() for m in self.members]))
+            p.grad = torch.zeros_like(p)  # kept (zeroed in place) so the members' .grad can be views of it
+            self.stack.register_parameter(name, p)
         for name, _ in first.named_buffers():
             self.stack.register_buffer(name, torch.stack([m.get_buffer(name) for m in self.members]))
-        for e, m in enumerate(self.members):  # members read and write their slices from now on
+        for e, m in enumerate(self.members):  # members read, write and accumulate gradients into their slices
             for name, p in self.stack.named_parameters():
                 setattr(m, name, nn.Parameter(p.data[e]))
+                m.get_parameter(name).grad = p.grad[e]
             for name, b in self.stack.named_buffers():
                 setattr(m, name, b[e])
-        self.bound = [_Bound(m) for m in self.members]
         self.optimizer = torch.optim.Adam(self.stack.parameters(), lr=cfg.lr, betas=(0.9, 0.999), fused=True)
         self.since_fired = torch.zeros(len(self.members), first.d_dict, dtype=torch.long)
 
-    def call(self, e: int, fn, *args):
-        """fn(member e, *args) with the member's parameters read from the stack (so gradients reach it)."""
-        slices = {f"member.{name}": p[e] for name, p in self.stack.named_parameters()}
-        return torch.func.functional_call(self.bound[e], slices, (fn, *args))
-
     def forward(self, x: torch.Tensor) -> list[TrainingStep]:
-        """x [batch, d_in] -> one TrainingStep per member, from batched encoder and decoder calls."""
+        """x [batch, d_in] -> one TrainingStep per member."""
         s, first, n_members = self.stack, self.members[0], len(self.members)
-        xc = x - s.b_dec[:, None] if first.cfg.subtract_b_dec else x.expand(n_members, *x.shape)
-        skip = x @ s.W_skip if first.cfg.skip else 0.0
-        if first.stacking == "topk":
+        if first.stacking == "topk":  # one stacked encode and decode: the sparse kernels on E * d_dict latents
+            xc = x - s.b_dec[:, None] if first.cfg.subtract_b_dec else x.expand(n_members, *x.shape)
+            skip = x @ s.W_skip if first.cfg.skip else 0.0
             values, indices = topk_encode(xc, s.W_enc, s.b_enc, [m.cfg.k for m in self.members])
             recon = sparse_decode(values, indices, s.W_dec) + s.b_dec[:, None] + skip
-            return [TrainingStep(recon[e], values=values[e], indices=indices[e]) for e in range(n_members)]
-        pre = torch.bmm(xc, s.W_enc) + s.b_enc[:, None]  # bmm + add, as the members' matmul + add, bit for bit
-        codes = torch.stack([self.call(e, type(m).training_activation, pre[e]) for e, m in enumerate(self.members)])
-        recon = torch.bmm(codes, s.W_dec) + s.b_dec[:, None] + skip
-        return [TrainingStep(recon[e], pre=pre[e], codes=codes[e]) for e in range(n_members)]
+            return [TrainingStep(r, values=v, indices=i) for r, v, i in zip(recon.unbind(), values.unbind(), indices.unbind())]
+        return [m.training_forward(x) for m in self.members]
 
     def step(self, x: torch.Tensor, target: torch.Tensor, lr: float, cfg) -> dict[int, dict[str, float]]:
         """One training step of every member on the same batch; {index: losses}."""
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cfg.autocast):
             steps = self.forward(x)
-            parts = [self._loss(e, m, st, x, target) for e, (m, st) in enumerate(zip(self.members, steps))]
+            parts = [self._loss(e, st, x, target) for e, st in enumerate(steps)]
         for m, (loss, mse, sparsity) in zip(self.members, parts):
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"The {m.arch} loss is {loss.item()} (mse {mse.item()}, sparsity {sparsity.item()}); "
                                          "lower --lr or check the activations. The last checkpoint is kept.")
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad(set_to_none=False)
         sum(loss for loss, _, _ in parts).backward()
         params = list(self.stack.parameters())
         if self.data_parallel:
@@ -132,10 +122,11 @@ class StackedTrainee:
         return {i: {"loss": loss.item(), "mse": mse.item(), "l0": st.l0()}
                 for i, (loss, mse, _), st in zip(self.ids, parts, steps)}
 
-    def _loss(self, e, m, st, x, target):
+    def _loss(self, e, st, x, target):
+        m = self.members[e]
         mse = reconstruction_loss(st.recon.float(), target)
-        sparsity = self.call(e, type(m).sparsity_loss, st)
-        aux = self.call(e, dead_latent_auxk, self.since_fired[e], x, target - st.recon.float())
+        sparsity = m.sparsity_loss(st)
+        aux = dead_latent_auxk(m, self.since_fired[e], x, target - st.recon.float())
         return mse + sparsity + m.cfg.aux_coeff * aux, mse, sparsity
 
     def tensors(self, i: int) -> dict[str, torch.Tensor]:

@@ -11,7 +11,7 @@ gradients are averaged) and module-parallel (the ranks' shards are gathered
 into one batch that every rank sees, and rank r trains dictionaries r,
 r + world, ...: N ranks train N dictionaries from one shared model pass).
 Dictionaries of the same class and shapes that read and reconstruct the same
-keys train as one stack (`interp.stacked`): one batched step for the sweep.
+keys can train as one stack (`interp.stacked`): one batched step for the sweep.
 """
 
 from __future__ import annotations
@@ -44,10 +44,12 @@ class TrainConfig:
     seed: int = 0
     autocast: bool = False  # bf16 autocast for the dictionary (meant for CUDA; runs on CPU too)
     tf32: bool = True  # TF32 matmuls on CUDA (no effect on CPU)
-    stack: bool = True  # train same-shaped dictionaries on the same keys as one stack (interp.stacked)
+    stack: str = "auto"  # same-shaped dictionaries as one stack (interp.stacked): "on", "off", "auto" (on CUDA)
     parallel: str = "data"  # under torchrun: "data" (ranks split each batch) or "module" (ranks split the dictionaries)
 
     def __post_init__(self):
+        if self.stack not in ("auto", "on", "off"):
+            raise ValueError(f"stack={self.stack!r}: expected 'auto' (stack sweeps on CUDA), 'on' or 'off'.")
         if self.parallel not in ("data", "module"):
             raise ValueError(f"parallel={self.parallel!r}: expected 'data' (split each batch among ranks) or 'module' "
                              "(every rank sees the whole batch and trains its own dictionaries).")
@@ -152,7 +154,7 @@ def train(dictionaries: list[Dictionary], store: BlockStream, cfg: TrainConfig, 
         raise ValueError(f"Module-parallel training gives each rank its own dictionaries, but there are {n} for "
                          f"{world_size} ranks; train at least {world_size} dictionaries, use fewer ranks, or parallel='data'.")
     mine = {i: dictionaries[i] for i in (range(rank, n, world_size) if module else range(n))}
-    stacks = stack_trainees(mine, inputs, targets, cfg, data_parallel=not module) if cfg.stack else {}
+    stacks = stack_trainees(mine, inputs, targets, cfg, data_parallel=not module)
     trainees = {i: stacks.get(i) or Trainee(d, cfg, data_parallel=not module) for i, d in mine.items()}
     n_steps = cfg.steps(store.batch_size * world_size)
     header = {"train": to_dict(cfg), "dictionaries": [to_dict(d.cfg) for d in dictionaries],

@@ -25,12 +25,13 @@ class BatchTopKSAE(Dictionary):
         """Inference: one global threshold."""
         return torch.where(pre > self.threshold, pre, torch.zeros_like(pre)).relu()
 
-    def training_activation(self, pre):
+    def training_codes(self, x, **extras):
+        pre = self.pre_acts(x)
         flat = torch.relu(pre).flatten()
         values, indices = flat.topk(self.cfg.k * pre.shape[0], sorted=False)
         codes = torch.zeros_like(flat).scatter_(0, indices, values).view_as(pre)
         self._update_threshold(values.detach())
-        return codes
+        return pre, codes
 
     @torch.no_grad()
     def _update_threshold(self, kept: torch.Tensor) -> None:

@@ -154,11 +154,16 @@ INTERPRETING = triton_interpreting()
                     "test_triton_under_interpreter runs it in a subprocess")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("k,d_out", [(5, 10), (20, 130)])  # ragged blocks of k and d_out
-def test_triton_matches_torch(dtype, k, d_out):
+@pytest.mark.parametrize("stacked", [False, True])
+def test_triton_matches_torch(dtype, k, d_out, stacked):
     x, W_enc, b_enc, W_dec = make(n=9, d_dict=40, d_out=d_out, dtype=dtype)
-    values, indices = topk_encode(x, W_enc, b_enc, k)
+    if stacked:  # two members, the first with a smaller k (zero-padded)
+        x2, W_enc2, b_enc2, W_dec2 = make(n=9, d_dict=40, d_out=d_out, dtype=dtype, seed=1)
+        x, W_enc, b_enc = torch.stack([x, x2]), torch.stack([W_enc, W_enc2]), torch.stack([b_enc, b_enc2])
+        W_dec = torch.stack([W_dec, W_dec2]).detach().requires_grad_()
+    values, indices = topk_encode(x, W_enc, b_enc, [max(1, k - 3), k] if stacked else k)
     values = values.detach().requires_grad_()
-    grad_out = torch.randn(9, d_out, dtype=dtype)
+    grad_out = torch.randn(*values.shape[:-1], d_out, dtype=dtype)
     results = {}
     for backend in ["torch", "triton"]:
         out = sparse_decode(values, indices, W_dec, backend=backend)
@@ -182,8 +187,11 @@ def test_triton_under_interpreter():
 
 @pytest.mark.parametrize("ks", [(5, 5, 5), (3, 8, 5)])
 @pytest.mark.parametrize("n", [24, 600])
-def test_stack_equals_members_one_by_one(ks, n):
-    """E dictionaries stacked ([E, d_in, d_dict], one k each) give each member's own codes, outputs and gradients."""
+@pytest.mark.parametrize("one_gemm", [False, True], ids=["cpu-chunks", "one-batched-gemm"])
+def test_stack_equals_members_one_by_one(ks, n, one_gemm, monkeypatch):
+    """E dictionaries stacked ([E, d_in, d_dict], one k each) give each member's own codes, outputs and gradients
+    (also through the one-GEMM path that CUDA takes)."""
+    monkeypatch.setattr("interp.kernels.encode._one_gemm_for_the_stack", lambda x: one_gemm)
     members = [make(n=n, seed=s) for s in range(len(ks))]
     x, W_enc, b_enc, W_dec = (torch.stack([m[i].detach() for m in members]).requires_grad_() for i in range(4))
     values, indices = topk_encode(x, W_enc, b_enc, list(ks))

@@ -67,8 +67,10 @@ def test_which_dictionaries_stack():
     assert stack_key(a, "x", "x") == stack_key(b, "x", "x") != stack_key(a, "x", "y")
     assert stack_key(relu, "x", "x") != stack_key(a, "x", "x") != stack_key(wide, "x", "x")
     assert stack_key(gsae, "x", "x") is None  # its selection needs the gradient stream
-    groups = stack_trainees(dict(enumerate([a, relu, b, wide, c, gsae])), ["x"] * 6, ["x"] * 6, TrainConfig())
+    six = dict(enumerate([a, relu, b, wide, c, gsae]))
+    groups = stack_trainees(six, ["x"] * 6, ["x"] * 6, TrainConfig(stack="on"))
     assert sorted(groups) == [0, 2, 4] and groups[0] is groups[2] is groups[4]
+    assert stack_trainees(six, ["x"] * 6, ["x"] * 6, TrainConfig()) == {}  # "auto": on CUDA only
 
 
 def test_members_hold_the_stacks_weights():
@@ -98,18 +100,18 @@ def sweep():
 
 
 def test_train_stacks_the_sweep_and_matches_unstacked(tiny, tmp_path, monkeypatch):
-    cfg = TrainConfig(tokens=128 * 10, lr=3e-3, checkpoint_every=1000)
+    cfg = TrainConfig(tokens=128 * 10, lr=3e-3, checkpoint_every=1000, stack="on")
     calls = []
     monkeypatch.setattr(StackedTrainee, "step", lambda self, *a, _step=StackedTrainee.step: calls.append(self.ids) or _step(self, *a))
     stacked = train(sweep(), make_store(tiny), cfg, tmp_path / "stacked")
     assert calls == [[0, 1]] * 10  # the two TopK members step together; the ReLU SAE alone
-    alone = train(sweep(), make_store(tiny), TrainConfig(**{**cfg.__dict__, "stack": False}), tmp_path / "alone")
+    alone = train(sweep(), make_store(tiny), TrainConfig(**{**cfg.__dict__, "stack": "off"}), tmp_path / "alone")
     for a, b in zip(stacked, alone):
         assert all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
 
 
 def test_stacked_resume_equals_uninterrupted(tiny, tmp_path, monkeypatch):
-    cfg = TrainConfig(tokens=128 * 12, lr=1e-3, checkpoint_every=5)
+    cfg = TrainConfig(tokens=128 * 12, lr=1e-3, checkpoint_every=5, stack="on")
     full = train(sweep(), make_store(tiny), cfg, tmp_path / "full")
     original, calls = StackedTrainee.step, {"n": 0}
 

@@ -137,7 +137,7 @@ def test_bf16_autocast_trains_close_to_fp32(tiny, tmp_path):
     runs = {}
     for autocast in (False, True):
         logs = []
-        cfg = TrainConfig(tokens=128 * 20, lr=3e-3, autocast=autocast, checkpoint_every=1000)
+        cfg = TrainConfig(tokens=128 * 20, lr=3e-3, autocast=autocast, checkpoint_every=1000, stack="on")
         trained = train([make("topk", k=4), make("topk", k=8), make("relu")], make_store(tiny), cfg,
                         tmp_path / str(autocast), log=lambda step, losses: logs.append(losses))
         runs[autocast] = trained, logs

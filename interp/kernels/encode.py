@@ -77,13 +77,18 @@ def _select_rows(x: Tensor, W_enc: Tensor, b_enc: Tensor, k: int, score_scale: T
     return values, indices
 
 
+def _one_gemm_for_the_stack(x: Tensor) -> bool:
+    """Off CPU a stack with one k runs one batched GEMM and one top-k; on CPU members go in cache-sized chunks."""
+    return x.device.type != "cpu"
+
+
 def _select(x: Tensor, W_enc: Tensor, b_enc: Tensor, ks: tuple[int, ...], score_scale: Tensor | None):
     """x [E*N, d_in], W_enc [E, d_in, d_dict], b_enc [E, d_dict] -> values, local indices [E*N, max(ks)]."""
     e, n = len(ks), x.shape[0] // len(ks)
     k_max = max(ks)
     if e == 1:
         return _select_rows(x, W_enc[0], b_enc[0], k_max, score_scale)
-    if x.device.type != "cpu" and len(set(ks)) == 1:  # one batched GEMM and one top-k for the whole stack
+    if len(set(ks)) == 1 and _one_gemm_for_the_stack(x):
         pre = torch.baddbmm(b_enc[:, None], x.view(e, n, -1), W_enc).view(e * n, -1)
         return _select_block(pre, k_max, score_scale)
     values = x.new_zeros(e * n, k_max)  # members with k < k_max keep zero values (latent 0) in the padding
@@ -93,6 +98,30 @@ def _select(x: Tensor, W_enc: Tensor, b_enc: Tensor, ks: tuple[int, ...], score_
         scale = None if score_scale is None else score_scale[rows]
         values[rows, :k], indices[rows, :k] = _select_rows(x[rows], W_enc[m], b_enc[m], k, scale)
     return values, indices
+
+
+def _latent_major(W_enc: Tensor) -> Tensor:
+    """W_enc [E, d_in, d_dict] -> its rows per latent [E * d_dict, d_in], contiguous (a view if stored so)."""
+    n_members, d_in, d_dict = W_enc.shape
+    rows = W_enc.transpose(1, 2)
+    if rows.is_contiguous():
+        return rows.reshape(n_members * d_dict, d_in)
+    out = W_enc.new_empty(n_members * d_dict, d_in)
+    for m in range(n_members):  # 2-D transposes take CPU copy's blocked path; one 3-D copy is ~3x slower
+        out[m * d_dict:(m + 1) * d_dict].copy_(rows[m])
+    return out
+
+
+def _like(rows: Tensor, W_enc: Tensor) -> Tensor:
+    """Latent-major rows [E * d_dict, d_in] -> a [E, d_in, d_dict] gradient laid out as W_enc is."""
+    n_members, d_in, d_dict = W_enc.shape
+    grad = rows.view(n_members, d_dict, d_in).transpose(1, 2)
+    if W_enc.transpose(1, 2).is_contiguous():
+        return grad
+    out = torch.empty_like(W_enc, memory_format=torch.contiguous_format)
+    for m in range(n_members):
+        out[m].copy_(grad[m])
+    return out
 
 
 class TopKEncode(torch.autograd.Function):
@@ -125,11 +154,9 @@ class TopKEncode(torch.autograd.Function):
         g = grad_values.to(W_enc.dtype) * (values > 0)
         grad_x = grad_W = grad_b = None
         if ctx.needs_input_grad[0]:
-            W_rows = W_enc.transpose(1, 2).reshape(n_members * d_dict, d_in).contiguous()
-            grad_x = bag_sums(g, flat, W_rows).to(x.dtype)
+            grad_x = bag_sums(g, flat, _latent_major(W_enc)).to(x.dtype)
         if ctx.needs_input_grad[1]:
-            grad_W = transpose_gather_sum(x.to(g.dtype), g, flat, n_members * d_dict)
-            grad_W = grad_W.view(n_members, d_dict, d_in).transpose(1, 2)
+            grad_W = _like(transpose_gather_sum(x.to(g.dtype), g, flat, n_members * d_dict), W_enc)
         if ctx.needs_input_grad[2]:
             grad_b = g.new_zeros(n_members * d_dict).index_add_(0, flat.reshape(-1), g.reshape(-1)).view(n_members, d_dict)
         return grad_x, grad_W, grad_b, None, None
