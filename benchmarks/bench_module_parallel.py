@@ -17,20 +17,16 @@ ever adds time).
 
 import argparse
 import os
-import subprocess
 import sys
-import tempfile
-import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import torchrun_throughput  # noqa: E402
 
 
 def run(nproc: int, parallel: str, threads: int, args) -> float:
-    out = tempfile.mkdtemp(prefix=f"{parallel}{nproc}-")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-port", str(29410 + nproc),
-           "-m", "interp", "train", "--model", args.model, "--hook", args.hook, "--tokens", str(args.tokens), "--k", "16,32",
-           "--parallel", parallel, "--batch-size", "1024", "--eval-contexts", "2", "--checkpoint-every", "100000", "--out", out]
-    start = time.time()
-    subprocess.run(cmd, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
-    return args.tokens / (time.time() - start)
+    return torchrun_throughput(nproc, args.model, args.hook, args.tokens, ["--k", "16,32", "--parallel", parallel],
+                               threads, 29410 + nproc)
 
 
 def main():

@@ -4,6 +4,10 @@ Pure torch, so the library runner can import it inside another virtual
 environment that does not have this toolkit installed.
 """
 
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -56,3 +60,15 @@ def gemm_floor_call(shapes: Shapes = SHAPES):
     b = torch.zeros(shapes.d_dict)
     out = torch.empty(shapes.batch, shapes.d_dict)
     return lambda: torch.addmm(b, x, W, out=out)
+
+
+def torchrun_throughput(nproc: int, model: str, hook: str, tokens: int, extra: list[str], threads: int, port: int) -> float:
+    """Tokens/s of `interp train` under torchrun with `nproc` CPU ranks (process start, harvest, training
+    and eval included); `extra` adds flags, `threads` sets OMP_NUM_THREADS per rank."""
+    out = tempfile.mkdtemp(prefix=f"torchrun{nproc}-")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-port", str(port),
+           "-m", "interp", "train", "--model", model, "--hook", hook, "--tokens", str(tokens), *extra,
+           "--batch-size", "1024", "--eval-contexts", "2", "--checkpoint-every", "100000", "--out", out]
+    start = time.time()
+    subprocess.run(cmd, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+    return tokens / (time.time() - start)
