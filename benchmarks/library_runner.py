@@ -1,6 +1,6 @@
 """W1 / W3 through another library's public API; runs inside the temporary venv of compare_libraries.py.
 
-    python library_runner.py --library sae-lens|sparsify --workload W1|W3 --rounds N
+    python library_runner.py --library sae-lens|sparsify --workload W1|W3 --rounds N [--bf16]
 prints one JSON line: {"library", "workload", "tokens_per_s", "floor_tokens_per_s"}, the
 floor being the encoder GEMM alone, timed in turns with the step (common.best_times)
 so that ratios across processes survive a shared CPU.
@@ -8,6 +8,8 @@ so that ratios across processes survive a shared CPU.
 Each W1 step repeats what the library's own trainer does per batch (without
 logging, dead-latent statistics beyond what the trainer always computes, or
 AuxK: no latent is dead yet), with torch.optim.Adam as its trainer builds it.
+--bf16 runs the step (or the encode + decode) under CPU bf16 autocast, as
+bench_train.py --bf16 runs ours.
 """
 
 import argparse
@@ -95,9 +97,15 @@ def main() -> None:
     ap.add_argument("--workload", choices=["W1", "W3"], required=True)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--bf16", action="store_true", help="under CPU bf16 autocast")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    fn = STEPS[(args.library, args.workload)]()
+    step = STEPS[(args.library, args.workload)]()
+
+    def fn(x):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            return step(x)
+
     if args.workload == "W1":
         batches = synthetic_activations(4 * S.batch, S.d_in).split(S.batch)
         state = {"i": 0}
