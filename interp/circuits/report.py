@@ -37,5 +37,9 @@ def write_report(model, transcoders: dict[int, Dictionary], graph: AttributionGr
     kept = sorted({(n["layer"], n["latent"]) for n in data["nodes"] if n["kept"] and n["kind"] == "feature"})
     contexts = None if corpus is None else top_contexts(model, transcoders, kept, corpus, k=n_contexts, progress=progress)
     circuit_report(data, path, contexts, feature_logit_effects(model, transcoders, kept),
-                   title=f"Attribution graph: {graph.prompt[-60:]}")
+                   title=f"Attribution graph: {_tail(graph.prompt)}")
     return Path(path)
+
+
+def _tail(text: str, n: int = 60) -> str:
+    return text if len(text) <= n else "…" + text[-(n - 1):]

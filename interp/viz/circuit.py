@@ -20,6 +20,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 
 from interp.report import Report
+from interp.viz.dashboard import visible
 
 KIND_STYLE = {  # marker symbol, colour
     "token": ("diamond", "#555"),
@@ -58,12 +59,13 @@ def layout(graph_json: dict) -> dict[str, tuple[float, float]]:
     return where
 
 
-def graph_figure(graph_json: dict, height: int = 700) -> go.Figure:
-    """The pruned graph; each point's customdata is its node id (for click handlers)."""
+def graph_figure(graph_json: dict, height: int = 700, max_edges: int = 600) -> go.Figure:
+    """The pruned graph with its `max_edges` largest edges drawn; each point's customdata is its node id."""
     where = layout(graph_json)
     nodes = {n["id"]: n for n in graph_json["nodes"] if n["kept"]}
     fig = go.Figure()
     edges = [e for e in graph_json["edges"] if e["source"] in where and e["target"] in where]
+    edges = sorted(edges, key=lambda e: -abs(e["weight"]))[:max_edges]
     magnitudes = sorted(abs(e["weight"]) for e in edges)
     cuts = [magnitudes[len(magnitudes) // 3], magnitudes[2 * len(magnitudes) // 3]] if edges else []
     for sign, colour in ((1, "rgba(31,119,180,{})"), (-1, "rgba(214,39,40,{})")):
@@ -118,7 +120,7 @@ def node_details(graph_json: dict, contexts: dict | None = None, logit_effects: 
              "outputs": top(outputs.get(node["id"], []))}
         key = (node["layer"], node.get("latent"))
         if contexts and key in contexts:
-            d["contexts"] = contexts[key]
+            d["contexts"] = [{**c, "tokens": [visible(t) for t in c["tokens"]]} for c in contexts[key]]
         if logit_effects and key in logit_effects:
             d["promoted"], d["suppressed"] = logit_effects[key]
         details[node["id"]] = d
@@ -161,8 +163,9 @@ def circuit_report(graph_json: dict, path: str | Path | None = None, contexts: d
                        "kept nodes": len(kept), "kept edges": len(graph_json["edges"]),
                        "seconds": graph_json["meta"].get("seconds", "")}])
     report.add_heading("Graph")
-    report.add_text("Click a node to see its details below the graph. Blue edges excite, red edges inhibit; "
-                    "rows are layers (embeddings at the bottom, logits at the top), columns are token positions.")
+    report.add_text("Click a node to see its details below the graph. Blue edges excite, red edges inhibit (the 600 "
+                    "largest are drawn; the JSON holds all kept edges); rows are layers (embeddings at the bottom, "
+                    "logits at the top), columns are token positions.")
     report.add_figure(graph_figure(graph_json), div_id="circuit-graph")
     report.add_element("node-detail")
     report.add_data("circuit-data", {"details": details, "initial": initial["id"] if initial else None})

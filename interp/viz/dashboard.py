@@ -46,7 +46,7 @@ def _text(token: str) -> str:
     return html.escape(out, quote=True)
 
 
-def _plain(token: str) -> str:
+def visible(token: str) -> str:
     """The visible form of a token for textContent (no HTML escaping needed there)."""
     return "".join(_VISIBLE.get(c, f"\\x{ord(c):02x}" if unicodedata.category(c) in ("Cc", "Cs") else c) for c in token)
 
@@ -231,7 +231,7 @@ def write_site(stats: FeatureStats, out: str | Path, features: list[int] | None 
     for i in wanted:
         page = {"id": i, "html": feature_html(stats, i, histogram="div", links=True), "hist": histogram_data(stats, i)}
         write_atomic_text(out / "data" / f"f{i}.js", f"window.interpFeature({_js(page)});\n")
-    index = {"rows": [[r["feature"], r["density"], r["max"], " · ".join(_plain(t) for t in r["top_tokens"])]
+    index = {"rows": [[r["feature"], r["density"], r["max"], " · ".join(visible(t) for t in r["top_tokens"])]
                       for r in rows if r["feature"] in wanted]}
     m = stats.meta
     title = title or f"Features of {m['arch']} at {m['hook_in']}"
