@@ -14,8 +14,9 @@ Each member's parameters and buffers become views of its slice of the stack,
 and its .grad a view of the stack's gradient, so the Dictionary objects always
 hold the current weights: checkpoints (the same per-dictionary keys as
 `Trainee`), resume and export are unchanged. Results equal one-by-one training
-(bit for bit for a float32 TopK sweep; tests/test_stacked.py); gradient clipping
-stays per member.
+(tests/test_stacked.py: bit for bit for a float32 TopK sweep, else to the last
+bit or two, as AuxK's gradient may be summed in another order); gradient
+clipping stays per member.
 """
 
 from __future__ import annotations
