@@ -48,6 +48,7 @@ def run(args) -> int:
     graph = attribute(model, transcoders, args.prompt, args.target, max_logits=args.max_logits,
                       logit_probability=args.logit_probability, max_feature_nodes=args.max_features,
                       batch_size=args.batch_size, node_threshold=args.node_threshold, edge_threshold=args.edge_threshold)
+    graph.meta["transcoders"] = str(Path(args.transcoders).resolve())
     out = Path(args.out)
     json_path = Path(args.json) if args.json else out.with_suffix(".json")
     graph.save_json(json_path)
