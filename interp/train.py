@@ -184,11 +184,12 @@ def train(dictionaries: list[Dictionary], store: BlockStream, cfg: TrainConfig, 
         while step < n_steps:
             batch = next(stream)
             lr = cfg.lr_at(step, n_steps)
+            scaled = {k: batch[k] * scales[k] for k in set(inputs) | set(targets)}  # once per key, not per dictionary
             logs = {}
             for i, t in trainees.items():
                 if i in logs:
                     continue  # stepped with the rest of its stack
-                x, y = batch[inputs[i]] * scales[inputs[i]], batch[targets[i]] * scales[targets[i]]
+                x, y = scaled[inputs[i]], scaled[targets[i]]
                 if isinstance(t, StackedTrainee):
                     logs.update(t.step(x, y, lr, cfg))
                 else:

@@ -39,7 +39,7 @@ def _centre(model: HookedTransformer, x: torch.Tensor) -> torch.Tensor:
     return x - x.mean(-1, keepdim=True) if _is_layernorm(model) else x
 
 
-def _norm_weight(model: HookedTransformer, module) -> torch.Tensor | float:
+def _norm_weight(module) -> torch.Tensor | float:
     return module.w if hasattr(module, "w") else 1.0
 
 
@@ -60,7 +60,7 @@ def head_connections(model: HookedTransformer, upstream: Dictionary, downstream:
                      up_latents=None, down_latents=None) -> torch.Tensor:
     """[n_heads, n_up, n_down] input-invariant connections through each head of `layer`'s OV circuit."""
     block = model.blocks[layer]
-    d = _rows(model, upstream, up_latents)[0] * _norm_weight(model, block.ln1)
+    d = _rows(model, upstream, up_latents)[0] * _norm_weight(block.ln1)
     W_V = block.attn.W_V if block.attn.W_V.shape[0] == model.cfg.n_heads else \
         torch.repeat_interleave(block.attn.W_V, model.cfg.n_heads // block.attn.W_V.shape[0], 0)
     ov = torch.einsum("fd,hde,hem->hfm", d, W_V.float(), block.attn.W_O.float())
@@ -75,7 +75,7 @@ def de_embedding(model: HookedTransformer, dictionary: Dictionary, latent: int, 
 
 def logit_effects(model: HookedTransformer, dictionary: Dictionary, latents: torch.Tensor) -> torch.Tensor:
     """[len(latents), d_vocab] direct effect of each decoder direction on the logits (up to the final scale)."""
-    d = _centre(model, dictionary.W_dec[latents].float()) * _norm_weight(model, model.ln_final)
+    d = _centre(model, dictionary.W_dec[latents].float()) * _norm_weight(model.ln_final)
     effects = d @ model.W_U.float()
     return effects - effects.mean(-1, keepdim=True)
 

@@ -41,10 +41,7 @@ def run(args) -> int:
     spec = args.model or next(iter(transcoders.values())).cfg.model
     if not spec:
         raise ValueError(f"{args.transcoders}: the transcoders record no model; pass --model.")
-    model = load_model(spec, args.device)
-    missing = sorted(set(range(model.cfg.n_layers)) - set(transcoders))
-    if missing:
-        raise ValueError(f"{args.transcoders}: no transcoder for layers {missing}; a circuit needs one per layer.")
+    model = load_model(spec, args.device)  # LocalReplacement checks there is a transcoder per layer
     graph = attribute(model, transcoders, args.prompt, args.target, max_logits=args.max_logits,
                       logit_probability=args.logit_probability, max_feature_nodes=args.max_features,
                       batch_size=args.batch_size, node_threshold=args.node_threshold, edge_threshold=args.edge_threshold)
