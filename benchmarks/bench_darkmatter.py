@@ -1,6 +1,6 @@
 """Throughput of the streaming least-squares fit behind the dark-matter decomposition.
 
-    ours      interp.regression.StreamingLstsq: X^T X and X^T E accumulated in float64
+    ours      interp.analysis.regression.StreamingLstsq: X^T X and X^T E accumulated in float64
               over batches of 4096 rows (d^2 memory), then a Cholesky solve
     baseline  torch.linalg.lstsq on the whole [n, d] float64 matrix (n x d memory)
 
@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import best_times, synthetic_activations  # noqa: E402
 
-from interp.regression import StreamingLstsq  # noqa: E402
+from interp.analysis.regression import StreamingLstsq  # noqa: E402
 
 
 def workload(n: int, d: int) -> tuple[torch.Tensor, torch.Tensor]:

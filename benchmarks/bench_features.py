@@ -1,4 +1,4 @@
-"""Throughput and memory of the feature-statistics pass (interp.features.compute_feature_stats).
+"""Throughput and memory of the feature-statistics pass (interp.analysis.features.compute_feature_stats).
 
     ours      the statistics pass: forward to the dictionary's hook, encode every latent, update the
               bounded per-latent state (top-N, range samples, histograms), then logit effects and
@@ -22,9 +22,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import saes  # noqa: E402,F401
-from interp.data import take_contexts  # noqa: E402
+from interp.data.tokens import take_contexts  # noqa: E402
 from interp.dictionary import Dictionary  # noqa: E402
-from interp.features import _stop_layer, compute_feature_stats  # noqa: E402
+from interp.analysis.features import _stop_layer, compute_feature_stats  # noqa: E402
 from interp.model import load_model  # noqa: E402
 from interp.viz.dashboard import write_site  # noqa: E402
 

@@ -17,7 +17,7 @@ import torch
 
 import saes  # noqa: F401
 from interp.dictionary import DictionaryConfig, architecture
-from interp.features import compute_feature_stats
+from interp.analysis.features import compute_feature_stats
 from interp.model import load_model
 
 

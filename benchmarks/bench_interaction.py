@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import best_times  # noqa: E402
 
-from interp.interaction_models import transformer_chain  # noqa: E402
-from interp.jacobians import jacobian_gram  # noqa: E402
+from interp.analysis.interaction_models import transformer_chain  # noqa: E402
+from interp.analysis.jacobians import jacobian_gram  # noqa: E402
 from interp.model import load_model  # noqa: E402
 
 

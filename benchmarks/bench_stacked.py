@@ -1,7 +1,7 @@
 """A sweep of E dictionaries trained as one stack against the same E trained one after another.
 
-Both sides run the training loop's own trainees (interp.train.Trainee, one per
-dictionary, and interp.stacked.StackedTrainee for the stack) on the same
+Both sides run the training loop's own trainees (interp.training.loop.Trainee, one per
+dictionary, and interp.training.stacked.StackedTrainee for the stack) on the same
 batches, with the same step (forward, loss, backward, clipping, Adam, decoder
 renorm, firing counts), and take turns in one process (common.best_times), so
 the ratio holds on a shared machine.
@@ -26,8 +26,8 @@ from common import best_times, synthetic_activations  # noqa: E402
 
 import saes  # noqa: E402,F401 - registers the architectures
 from interp.dictionary import DictionaryConfig, architecture  # noqa: E402
-from interp.stacked import StackedTrainee  # noqa: E402
-from interp.train import TrainConfig, Trainee  # noqa: E402
+from interp.training.stacked import StackedTrainee  # noqa: E402
+from interp.training.loop import TrainConfig, Trainee  # noqa: E402
 
 WORKLOADS = {  # name: (arch, d_in, d_dict, batch, field, one value per member)
     "S1": ("topk", 512, 8192, 4096, "k", (16, 24, 32, 48)),

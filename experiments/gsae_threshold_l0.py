@@ -12,10 +12,10 @@ import argparse
 import torch
 
 import saes  # noqa: F401
-from interp.activations import ActivationStore
-from interp.checkpoint import load_checkpoint
+from interp.data.activations import ActivationStore
+from interp.training.checkpoint import load_checkpoint
 from interp.config import from_dict
-from interp.data import take_contexts, token_mask
+from interp.data.tokens import take_contexts, token_mask
 from interp.dictionary import DictionaryConfig, architecture
 from interp.model import hook_layer, load_model
 from saes.gsae import calibrated_threshold, thresholded

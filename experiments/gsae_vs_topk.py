@@ -24,14 +24,14 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import saes  # noqa: F401
-from interp.activations import ActivationStore
-from interp.data import take_contexts, token_mask
+from interp.data.activations import ActivationStore
+from interp.data.tokens import take_contexts, token_mask
 from interp.dictionary import DictionaryConfig, architecture
-from interp.evals import evaluate
-from interp.gradients import activations_and_gradients
+from interp.analysis.evals import evaluate
+from interp.data.gradients import activations_and_gradients
 from interp.model import hook_layer, load_model
-from interp.steering import alive_latents, steering_effects
-from interp.train import TrainConfig, train
+from interp.analysis.steering import alive_latents, steering_effects
+from interp.training.loop import TrainConfig, train
 from saes.gsae import calibrated_threshold, thresholded
 
 HOOK = "blocks.6.hook_resid_post"
@@ -40,7 +40,7 @@ HOOK = "blocks.6.hook_resid_post"
 @torch.no_grad()
 def measure(model, variants: dict, tokens: torch.Tensor, batch: int = 8) -> dict[str, dict]:
     """{name: (dictionary, oracle)} -> {name: metrics} on tokens [n, n_ctx], with the definitions of
-    interp.evals.evaluate, but one clean, zero-ablation and gradient pass per batch for all variants,
+    interp.analysis.evals.evaluate, but one clean, zero-ablation and gradient pass per batch for all variants,
     spliced runs starting after the hook's block, and per-context sums for paired errors."""
     start = hook_layer(HOOK) + 1
     need_grad = any(oracle for _, oracle in variants.values())

@@ -15,10 +15,10 @@ import torch
 import saes  # noqa: F401
 from interp.circuits import attribute, write_report
 from interp.circuits.graph import prompt_tokens
-from interp.data import take_contexts
+from interp.data.tokens import take_contexts
 from interp.model import load_model
-from interp.runs import read_metrics
-from interp.train import TrainConfig
+from interp.training.runs import read_metrics
+from interp.training.loop import TrainConfig
 from transcoders import load_transcoder_set, train_transcoder_set
 
 PROMPT = "Then Romeo and Juliet went to the church, and Romeo gave a ring to"

@@ -11,12 +11,12 @@ import time
 from pathlib import Path
 
 import saes  # noqa: F401
-from interp.activations import ActivationStore
-from interp.data import take_contexts
+from interp.data.activations import ActivationStore
+from interp.data.tokens import take_contexts
 from interp.dictionary import DictionaryConfig, architecture
-from interp.evals import evaluate
+from interp.analysis.evals import evaluate
 from interp.model import load_model
-from interp.train import TrainConfig, train
+from interp.training.loop import TrainConfig, train
 from transcoders import mlp_hooks, transcoder_config
 
 

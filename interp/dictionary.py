@@ -126,7 +126,7 @@ class Dictionary(nn.Module):
     arch: ClassVar[str] = ""
     unit_norm_decoder: ClassVar[bool] = True  # False: decoder norms are folded on save instead
     needs: ClassVar[tuple[str, ...]] = ()  # extra stream keys training_forward takes (e.g. "grad")
-    # How interp.stacked trains several of these as one stack: "forward" (each member's own
+    # How interp.training.stacked trains several of these as one stack: "forward" (each member's own
     # training_forward, one optimizer step for all), "topk" (the stacked TopK kernels, k = cfg.k: one
     # encode and one decode for all), or "" (never stacked).
     stacking: ClassVar[str] = "forward"
@@ -257,7 +257,7 @@ class Dictionary(nn.Module):
         """Load any registered architecture saved by `save` (or a SAELens folder); fails clearly on bad files."""
         folder = Path(folder)
         if not (folder / WEIGHTS_FILE).exists() and (folder / "sae_weights.safetensors").exists():
-            from interp.formats.saelens import load_saelens
+            from interp.io.saelens import load_saelens
 
             return load_saelens(folder, device)
         cfg = read_config(folder / CFG_FILE)

@@ -6,7 +6,7 @@ has sensitivity s_i = |d_i . g_hat| (d_i its unit decoder row) and is selected
 by relu(z_i) * (1 + beta * s_i); kept values are the ordinary relu(z_i).
 
 Choices (documented here because the paper leaves them open):
-- g is the gradient of the loss summed over positions (interp.gradients).
+- g is the gradient of the loss summed over positions (interp.data.gradients).
 - g is normalised to unit length per token, so s_i lies in [0, 1] and beta
   means the same at every hook and for every model: a latent aligned with the
   gradient has its score multiplied by (1 + beta). The gradient's raw scale

@@ -1,6 +1,6 @@
 """TopK SAE (Gao et al., "Scaling and evaluating sparse autoencoders", 2024):
 keep the k largest pre-activations per token (ReLU'd); no sparsity penalty,
-AuxK on dead latents against collapse (shared in `interp.losses`).
+AuxK on dead latents against collapse (shared in `interp.training.losses`).
 
 Training runs on the sparse kernels (`interp.kernels`): a fused TopK encoder
 and a gather-sum decoder whose backward passes touch only the selected latents.

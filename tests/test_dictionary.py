@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from conftest import random_dictionary
+from helpers import random_dictionary
 from interp.dictionary import Dictionary, DictionaryConfig, architecture
 from saes.jumprelu import JumpReLUFunction, StepFunction
 

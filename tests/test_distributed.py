@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
 from interp.dictionary import DictionaryConfig, architecture
-from interp.train import TrainConfig, train
+from interp.training.loop import TrainConfig, train
 
 D, B, STEPS = 16, 64, 12
 
@@ -125,7 +125,7 @@ def test_module_parallel_two_ranks_equal_one_process_training_every_dictionary(t
 
 
 def test_module_parallel_needs_a_dictionary_per_rank(tmp_path, monkeypatch):
-    import interp.train as t
+    import interp.training.loop as t
 
     monkeypatch.setattr(t, "world", lambda: (0, 4))
     with pytest.raises(ValueError, match="at least 4 dictionaries"):

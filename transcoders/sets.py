@@ -38,9 +38,9 @@ def train_transcoder_set(model, out_dir: str | Path, train_cfg, eval_tokens, lay
     layer's MLP input and output) and write `out_dir/layer_<L>/` run folders with metrics.
 
     `fields` go to every layer's DictionaryConfig (k, d_dict, skip, ...)."""
-    from interp.activations import ActivationStore
+    from interp.data.activations import ActivationStore
     from interp.dictionary import architecture
-    from interp.runs import train_and_save
+    from interp.training.runs import train_and_save
     from transcoders.config import INPUT_KEY, TARGET_KEY, mlp_hooks, transcoder_config
 
     layers = list(range(model.cfg.n_layers)) if layers is None else layers

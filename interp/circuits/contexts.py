@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from interp.data import token_mask
+from interp.data.tokens import token_mask
 from interp.dictionary import Dictionary
 from interp.model import decode_tokens
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from transformer_lens import HookedTransformer
 
-from interp.data import token_mask
+from interp.data.tokens import token_mask
 from interp.dictionary import Dictionary
 
 

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as err:  # noqa: BLE001 - the CLI turns known failures into one clear line
-        from interp.checkpoint import TrainingInterrupted
+        from interp.training.checkpoint import TrainingInterrupted
 
         if isinstance(err, TrainingInterrupted):
             print(str(err), file=sys.stderr)
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def headline(folder) -> dict:
     """The few metrics worth printing after a run."""
-    from interp.runs import read_metrics
+    from interp.training.runs import read_metrics
 
     m = read_metrics(folder)
     return {k: round(m[k], 4) for k in ("l0", "fvu", "ce_recovered", "kl_spliced", "dead_fraction")}

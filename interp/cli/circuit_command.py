@@ -33,7 +33,7 @@ def run(args) -> int:
 
     import saes  # noqa: F401 - registers the architectures
     from interp.circuits import attribute, write_report
-    from interp.data import take_contexts
+    from interp.data.tokens import take_contexts
     from interp.model import load_model
     from transcoders.sets import load_transcoder_set
 

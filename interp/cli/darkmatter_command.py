@@ -49,11 +49,11 @@ def run(args) -> int:
     import torch
 
     import saes as _  # noqa: F401 - registers the architectures
-    from interp import darkmatter as dm
-    from interp.data import take_contexts
+    from interp.analysis import darkmatter as dm
+    from interp.data.tokens import take_contexts
     from interp.dictionary import Dictionary
     from interp.model import load_model
-    from interp.report import Report
+    from interp.viz.report import Report
     from interp.viz.darkmatter import add_darkmatter_section
 
     saes = _load_saes(args.runs, args.device)

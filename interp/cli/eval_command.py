@@ -22,11 +22,11 @@ def run(args) -> int:
     import torch
 
     import saes  # noqa: F401
-    from interp.data import take_contexts
+    from interp.data.tokens import take_contexts
     from interp.dictionary import Dictionary
-    from interp.evals import evaluate
+    from interp.analysis.evals import evaluate
     from interp.model import load_model
-    from interp.runs import write_metrics
+    from interp.training.runs import write_metrics
 
     models = {}
     for run in args.runs:

@@ -29,7 +29,7 @@ def run(args) -> int:
 
     import saes  # noqa: F401 - registers the architectures
     from interp.dictionary import Dictionary
-    from interp.features import compute_feature_stats
+    from interp.analysis.features import compute_feature_stats
     from interp.model import load_model
     from interp.viz.dashboard import write_site
 

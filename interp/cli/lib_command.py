@@ -10,7 +10,7 @@ from interp.cli import add_source_arguments
 HELP = "build the local interaction basis (LIB) and compare it with PCA on ablation curves"
 DESCRIPTION = ("Build LIB bases (and PCA / neuron baselines) at node layers of a model, from the output backwards; "
                "writes bases.safetensors, lib.json, summary.json and report.html. --model is a model spec "
-               "(embedded, tiny, ...) or modadd:FOLDER for a model trained by `python -m interp.toy_models modadd`.")
+               "(embedded, tiny, ...) or modadd:FOLDER for a model trained by `python -m interp.analysis.toy_models modadd`.")
 DEFAULT_NODES = "blocks.26.hook_resid_pre,blocks.28.hook_resid_pre,logits"
 MODADD_NODES = "blocks.0.hook_resid_pre,blocks.0.hook_resid_mid,blocks.0.mlp.hook_post,blocks.0.hook_resid_post,logits"
 
@@ -34,7 +34,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     import torch
 
-    from interp.interaction import LibConfig, ablation_summary, build_lib, save_result
+    from interp.analysis.interaction import LibConfig, ablation_summary, build_lib, save_result
     from interp.viz.interaction import lib_report
 
     chain, build, held_out = _chain_and_batches(args)
@@ -56,10 +56,10 @@ def run(args) -> int:
 def _chain_and_batches(args):
     import torch
 
-    from interp.interaction_models import transformer_chain
+    from interp.analysis.interaction_models import transformer_chain
 
     if args.model.startswith("modadd:"):
-        from interp.toy_models import load_modadd, modadd_data
+        from interp.analysis.toy_models import load_modadd, modadd_data
 
         model, cfg = load_modadd(args.model.partition(":")[2])
         data = modadd_data(cfg)
@@ -69,7 +69,7 @@ def _chain_and_batches(args):
         held = _split({"tokens": data["test_tokens"][:n_eval], "labels": data["test_labels"][:n_eval]}, max(args.batch_size, 500))
         return chain, build, held
 
-    from interp.data import take_contexts
+    from interp.data.tokens import take_contexts
     from interp.model import load_model
 
     model = load_model(args.model, args.device, getattr(torch, args.dtype))

@@ -87,12 +87,12 @@ def run(args) -> int:
     import torch
 
     import saes  # noqa: F401 - registers the architectures
-    from interp.activations import ActivationStore, CacheStore
-    from interp.data import take_contexts
+    from interp.data.activations import ActivationStore, CacheStore
+    from interp.data.tokens import take_contexts
     from interp.dictionary import DictionaryConfig, architecture
     from interp.model import load_model
-    from interp.runs import train_and_save
-    from interp.train import TrainConfig
+    from interp.training.runs import train_and_save
+    from interp.training.loop import TrainConfig
 
     from interp.distributed import init_from_env, world
 

@@ -1,4 +1,4 @@
-"""Figures for attention-output SAEs, drawn from interp.attention's results."""
+"""Figures for attention-output SAEs, drawn from interp.analysis.attention's results."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def head_attribution_figure(contributions: torch.Tensor, latent: int) -> go.Figu
 
 
 def head_feature_counts_figure(top: torch.Tensor, n_heads: int) -> go.Figure:
-    """How many latents each head drives most: top [n_latents] head indices (from interp.attention.top_heads)."""
+    """How many latents each head drives most: top [n_latents] head indices (from interp.analysis.attention.top_heads)."""
     counts = torch.bincount(top, minlength=n_heads).tolist()
     fig = go.Figure(go.Bar(x=[f"H{h}" for h in range(n_heads)], y=counts))
     fig.update_layout(title="Latents per head (by largest direct attribution)", yaxis_title="latents", template="plotly_white")

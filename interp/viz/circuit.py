@@ -19,7 +19,7 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
-from interp.report import Report
+from interp.viz.report import Report
 from interp.viz.dashboard import visible
 
 KIND_STYLE = {  # marker symbol, colour

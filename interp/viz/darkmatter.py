@@ -1,12 +1,12 @@
 """Figures and a report section for the dark-matter decomposition, drawn from the data
-that `interp.darkmatter` returns (nothing is computed here beyond subsampling)."""
+that `interp.analysis.darkmatter` returns (nothing is computed here beyond subsampling)."""
 
 from __future__ import annotations
 
 import plotly.graph_objects as go
 import torch
 
-from interp.report import Report
+from interp.viz.report import Report
 
 _LAYOUT = {"template": "plotly_white"}
 

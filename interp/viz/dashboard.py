@@ -1,4 +1,4 @@
-"""Feature dashboards drawn from `interp.features.FeatureStats`: inline in Jupyter
+"""Feature dashboards drawn from `interp.analysis.features.FeatureStats`: inline in Jupyter
 and as a static, offline site.
 
 Token strings are untrusted text: every one goes through `_text` (control
@@ -27,7 +27,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from interp.config import write_atomic_text
-from interp.features import FeatureStats
+from interp.analysis.features import FeatureStats
 
 _VISIBLE = {"\n": "↵", "\t": "⇥", "\r": "␍"}
 STYLE = """.fd{font-family:system-ui,sans-serif;color:#222;font-size:14px}.fd h2{margin:.2em 0}

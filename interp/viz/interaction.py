@@ -1,4 +1,4 @@
-"""Figures for the interaction basis, drawn from `interp.interaction` results (nothing is computed here
+"""Figures for the interaction basis, drawn from `interp.analysis.interaction` results (nothing is computed here
 beyond choosing what to show)."""
 
 from __future__ import annotations
@@ -67,8 +67,8 @@ def _top_pairs(E: torch.Tensor, k: int) -> list[tuple[int, int]]:
 
 
 def lib_report(result, summary: dict, title: str = "Interaction basis"):
-    """A self-contained HTML report (`interp.report.Report`) of a build and its ablation summary."""
-    from interp.report import Report
+    """A self-contained HTML report (`interp.viz.report.Report`) of a build and its ablation summary."""
+    from interp.viz.report import Report
 
     rep = Report(title)
     rep.add_heading("Build")

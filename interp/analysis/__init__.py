@@ -1,0 +1,1 @@
+"""Analyses that return data: evals, steering, attention, dark matter, features, interaction bases."""

@@ -1,0 +1,1 @@
+"""Token streams, the embedded corpus, activation stores, the shard cache and loss gradients."""

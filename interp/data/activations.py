@@ -1,0 +1,223 @@
+"""Activation stores: shuffled training batches with bounded memory and exact resume.
+
+Both stores serve a sequence of blocks of rows: each block's rows are shuffled
+with a generator seeded by (seed, block) and served in batches; rows left over
+at the end of a block join the next. A stream is therefore a pure function of
+its source and seed, and a checkpoint only needs (block, batches served, the
+leftover rows) to resume exactly.
+
+- `ActivationStore` harvests blocks of `block_contexts` contexts from the model
+  (or reads them back from its on-disk cache); on resume at most one block is
+  harvested again.
+- `CacheStore` reads a finished on-disk cache without the model, pooling
+  several shards per block in an order re-drawn every pass, so batches mix
+  rows from across the whole cache.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from itertools import islice
+
+import torch
+from tqdm.auto import tqdm
+
+from interp.data.tokens import iter_contexts, token_mask
+from interp.distributed import world
+from interp.data.gradients import activations_and_gradients
+from interp.model import hook_layer, validate_hook
+from interp.data.shard_cache import ShardCache
+
+
+class BlockStream:
+    """Shuffled batches of {key: [batch_size, d]} from the blocks a subclass reads (`_read_block`).
+
+    `_seed_id(block)` must differ between blocks and between ranks reading disjoint data.
+    """
+
+    batch_size: int
+    seed: int
+    device: str
+
+    def _start_stream(self) -> None:
+        self.block, self.served, self.carry = 0, 0, None
+        self._memo: tuple[int, dict[str, torch.Tensor]] | None = None  # the last block, kept for reuse
+
+    def _read_block(self, block: int) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def _seed_id(self, block: int) -> int:
+        raise NotImplementedError
+
+    def block_rows(self, block: int) -> dict[str, torch.Tensor]:
+        """All rows of this rank's `block`-th block, before shuffling."""
+        if self._memo is None or self._memo[0] != block:
+            self._memo = (block, self._read_block(block))
+        return self._memo[1]
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        while True:
+            pool = self.block_rows(self.block)
+            if self.carry is not None:
+                pool = {k: torch.cat([self.carry[k], v]) for k, v in pool.items()}
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self._seed_id(self.block))
+            order = torch.randperm(len(next(iter(pool.values()))), generator=g)
+            n_batches = len(order) // self.batch_size
+            for i in range(self.served, n_batches):
+                idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+                self.served = i + 1
+                yield {k: v[idx].to(self.device) for k, v in pool.items()}
+            rest = order[n_batches * self.batch_size:]
+            self.carry = {k: v[rest] for k, v in pool.items()}
+            self.block, self.served = self.block + 1, 0
+
+    def state_dict(self) -> dict:
+        """Where the stream stands; tensors under "carry." are the rows carried into the current block."""
+        return {"block": self.block, "served": self.served}
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return {} if self.carry is None else {f"carry.{k}": v for k, v in self.carry.items()}
+
+    def load_state(self, state: dict, tensors: dict[str, torch.Tensor]) -> None:
+        self.block, self.served = int(state["block"]), int(state["served"])
+        carry = {k[len("carry."):]: v for k, v in tensors.items() if k.startswith("carry.")}
+        self.carry = carry or None
+
+    def norm_scales(self) -> dict[str, float]:
+        """Per key, the factor that brings the mean activation norm to sqrt(d) (measured on block 0)."""
+        rows = self.block_rows(0)
+        return {k: (v.shape[1] ** 0.5) / v.norm(dim=1).mean().item() for k, v in rows.items()}
+
+
+class ActivationStore(BlockStream):
+    """Batches of {key: [batch_size, d]} for named hook points (e.g. {"x": "blocks.6.hook_resid_post"}).
+
+    `gradients` names further keys holding the gradient of the model's loss at a hook
+    (e.g. {"grad": "blocks.6.hook_resid_post"}); they cost one backward pass of the model.
+    `shard` = (rank, world size) serves only blocks rank, rank + world, ... (default: the
+    torch.distributed rank, so data-parallel ranks read disjoint data).
+    """
+
+    def __init__(self, model, hooks: dict[str, str], source: str = "shakespeare", split: str = "train",
+                 n_ctx: int = 128, batch_size: int = 4096, block_contexts: int = 256, forward_batch: int = 32,
+                 seed: int = 0, device: str = "cpu", cache_dir: str | None = None, text_column: str = "text",
+                 gradients: dict[str, str] | None = None, shard: tuple[int, int] | None = None):
+        self.model, self.hooks, self.gradients = model, dict(hooks), dict(gradients or {})
+        for name in set(self.hooks.values()) | set(self.gradients.values()):
+            validate_hook(model, name)
+        self.source, self.split, self.n_ctx, self.text_column = source, split, n_ctx, text_column
+        self.batch_size, self.block_contexts, self.forward_batch = batch_size, block_contexts, forward_batch
+        self.seed, self.device = seed, device
+        self.rank, self.world_size = shard or world()
+        self.stop_at_layer = max(hook_layer(h) for h in self.hooks.values()) + 1
+        self.cache = None if cache_dir is None else ShardCache(cache_dir, self._description())
+        self._contexts, self._next_context = None, 0
+        self._start_stream()
+
+    def _description(self) -> dict:
+        return {"model": getattr(self.model, "spec", type(self.model).__name__), "hooks": self.hooks, "gradients": self.gradients,
+                "source": self.source, "split": self.split, "n_ctx": self.n_ctx, "block_contexts": self.block_contexts}
+
+    # --- harvesting --------------------------------------------------------
+    def harvest(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Activations (and gradients) for the non-BOS positions of `tokens` [n, n_ctx] -> {key: [rows, d]}."""
+        sources = {**self.hooks, **{k: f"grad:{h}" for k, h in self.gradients.items()}}
+        out: dict[str, list[torch.Tensor]] = {k: [] for k in sources}
+        for chunk in tokens.split(self.forward_batch):
+            chunk = chunk.to(self.device)
+            cache = self._forward(chunk)
+            mask = token_mask(self.model, chunk)
+            for key, name in sources.items():
+                act = cache[name]
+                act = act.reshape(*act.shape[:2], -1)[mask]
+                if not torch.isfinite(act).all():
+                    raise ValueError(f"Non-finite activations at {name}; check the model's dtype (try --dtype float32).")
+                out[key].append(act.float())
+        return {k: torch.cat(v) for k, v in out.items()}
+
+    def _forward(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.gradients:
+            return activations_and_gradients(self.model, tokens, list(set(self.hooks.values())), list(set(self.gradients.values())))
+        with torch.no_grad():
+            _, cache = self.model.run_with_cache(tokens, names_filter=list(set(self.hooks.values())),
+                                                 stop_at_layer=self.stop_at_layer)
+        return cache
+
+    def _seed_id(self, block: int) -> int:
+        """This shard's block `block` in the whole stream."""
+        return block * self.world_size + self.rank
+
+    def _block_tokens(self, block: int) -> torch.Tensor:
+        start = self._seed_id(block) * self.block_contexts
+        if self._contexts is None or self._next_context > start:
+            self._contexts, self._next_context = self._cycle(), 0
+        for _ in islice(self._contexts, start - self._next_context):  # skip other shards' blocks
+            pass
+        tokens = torch.stack(list(islice(self._contexts, self.block_contexts)))
+        self._next_context = start + len(tokens)
+        return tokens
+
+    def _cycle(self) -> Iterator[torch.Tensor]:
+        epoch = 0
+        while True:
+            empty = True
+            for ctx in iter_contexts(self.model, self.source, self.split, self.n_ctx, self.text_column):
+                empty = False
+                yield ctx
+            if empty:
+                raise ValueError(f"{self.source} ({self.split}) has no context of {self.n_ctx} tokens.")
+            epoch += 1
+            tqdm.write(f"[interp] {self.source} ({self.split}) exhausted; starting pass {epoch + 1} over it.")
+
+    def _read_block(self, block: int) -> dict[str, torch.Tensor]:
+        """All activations of one block, read from the cache when present (and written there when not)."""
+        if self.cache is not None and self._seed_id(block) in self.cache:
+            return self.cache.read(self._seed_id(block))
+        rows = self.harvest(self._block_tokens(block))
+        if self.cache is not None:
+            self.cache.write(self._seed_id(block), rows)
+        return rows
+
+
+class CacheStore(BlockStream):
+    """Batches read from a finished on-disk cache (`ActivationStore(cache_dir=...)` wrote it), without the model.
+
+    Rows are shuffled across shards: every pass over the cache visits the shards in a new
+    order drawn from (seed, pass); this rank takes every world-th shard of that order
+    (`shard` = (rank, world), default the torch.distributed rank) and pools `mix` of them per
+    block, so a batch mixes rows of up to `mix` + 1 shards from anywhere in the cache
+    (`mix` >= the number of shards shuffles each pass completely). A checkpoint resumes at
+    (pool, batches served), i.e. at a shard and an offset. Every shard is verified on read.
+    """
+
+    def __init__(self, cache_dir: str, batch_size: int = 4096, mix: int = 4, seed: int = 0, device: str = "cpu",
+                 shard: tuple[int, int] | None = None):
+        self.cache = ShardCache.open(cache_dir)
+        self.hooks, self.gradients = dict(self.cache.description["hooks"]), dict(self.cache.description["gradients"])
+        self.shards = self.cache.blocks()
+        self.rank, self.world_size = shard or world()
+        if len(self.shards) < self.world_size:
+            raise ValueError(f"The activation cache {cache_dir} holds {len(self.shards)} shard(s), fewer than the "
+                             f"{self.world_size} ranks reading it; harvest more tokens into it or use fewer ranks.")
+        if mix < 1:
+            raise ValueError(f"mix={mix}: pool at least one shard per block.")
+        self.batch_size, self.mix, self.seed, self.device = batch_size, mix, seed, device
+        self.pools_per_pass = math.ceil(len(range(self.rank, len(self.shards), self.world_size)) / mix)
+        self._start_stream()
+
+    def _seed_id(self, block: int) -> int:
+        return block * self.world_size + self.rank
+
+    def pool_shards(self, block: int) -> list[int]:
+        """The cache blocks pooled in this rank's `block`-th block."""
+        epoch, pool = divmod(block, self.pools_per_pass)
+        order = torch.randperm(len(self.shards), generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
+        mine = order[self.rank::self.world_size][pool * self.mix:(pool + 1) * self.mix]
+        return [self.shards[i] for i in mine.tolist()]
+
+    def _read_block(self, block: int) -> dict[str, torch.Tensor]:
+        if block and block % self.pools_per_pass == 0 and self.rank == 0:
+            tqdm.write(f"[interp] read all of {self.cache.folder}; starting pass {block // self.pools_per_pass + 1} over it.")
+        parts = [self.cache.read(b) for b in self.pool_shards(block)]
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}

@@ -1,0 +1,216 @@
+"""Read and write SAELens's on-disk layout: a folder holding cfg.json and sae_weights.safetensors.
+
+Matched against SAELens 6.x as of 6.49.2 (decoderesearch/SAELens): `SAEConfig.to_dict` and
+`SAE.save_model` in sae_lens/saes/sae.py (fields d_in, d_sae, dtype, device, apply_b_dec_to_input,
+normalize_activations, reshape_activations, metadata, architecture); `TopKSAEConfig` in
+saes/topk_sae.py (k, rescale_acts_by_decoder_norm); the `threshold` tensor in saes/jumprelu_sae.py;
+saes/batchtopk_sae.py, which saves a BatchTopK SAE for inference as "jumprelu" with its global
+threshold repeated per latent; and `handle_pre_6_0_config` in loading/pretrained_sae_loaders.py,
+which reads the older flat layout (hook_name, model_name, ... at top level).
+
+SAELens "standard" <-> relu, "topk" <-> topk, "jumprelu" <-> jumprelu. Our batchtopk is written the
+way SAELens writes it (jumprelu); a SAELens "batchtopk" training checkpoint (scalar topk_threshold)
+reads as batchtopk. Our whole config rides along in metadata["interp"], so a round trip keeps the
+architecture and training settings; a foreign file gets placeholder training-only coefficients,
+which do not affect encode or decode.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from interp.config import from_dict, load_json, to_dict, write_atomic_text
+from interp.dictionary import Dictionary, DictionaryConfig, architecture, read_weights
+
+CFG_FILE = "cfg.json"
+WEIGHTS_FILE = "sae_weights.safetensors"
+# SAELens picks the 6.x layout over the flat one when metadata.sae_lens_version >= 6.0.0.
+LAYOUT_VERSION = "6.0.0"
+BASE = ("W_enc", "b_enc", "W_dec", "b_dec")
+
+WRITE = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "jumprelu"}  # ours -> SAELens
+READ = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "batchtopk"}  # SAELens -> ours
+PLACEHOLDERS = {"relu": {"l1_coeff": 1.0}, "jumprelu": {"l0_coeff": 1.0}}  # training-only, not in SAELens files
+META_TO_TRAINING = {"dataset_path": "source", "context_size": "n_ctx"}
+FLAT_RENAMES = {"hook_point": "hook_name", "hook_point_head_index": "hook_head_index", "activation_fn_str": "activation_fn"}
+FLAT_META = ("model_name", "hook_name", "hook_head_index", "prepend_bos", "context_size", "dataset_path",
+             "sae_lens_version", "sae_lens_training_version")
+CHOICES = {"reshape_activations": ("none",), "activation_fn": ("relu", "topk")}  # values we can honour
+
+WRITE_EXTRA = {"jumprelu": lambda d: {"threshold": d.threshold},  # our arch -> its extra SAELens tensors
+               "batchtopk": lambda d: {"threshold": d.threshold.expand(d.d_dict)}}
+
+
+def _log_threshold(t, path):
+    """SAELens gates at threshold.relu(); thresholds <= 0 become the dtype's smallest positive normal."""
+    th = t["threshold"]
+    return {"log_threshold": th.clamp_min(torch.finfo(th.dtype).tiny).log()}
+
+
+def _uniform_threshold(t, path):
+    th = t["threshold"]
+    if not (th == th[0]).all():
+        raise ValueError(f"{path}: threshold differs across latents, but metadata.interp says batchtopk (one global threshold).")
+    return {"threshold": th[0].clone()}
+
+
+READ_EXTRA = {  # (SAELens arch, our arch) -> our extra tensors
+    ("jumprelu", "jumprelu"): _log_threshold,
+    ("jumprelu", "batchtopk"): _uniform_threshold,
+    ("batchtopk", "batchtopk"): lambda t, path: {"threshold": t["topk_threshold"]},
+}
+EXTRA_SHAPES = {"jumprelu": lambda d_sae: {"threshold": (d_sae,)}, "batchtopk": lambda d_sae: {"topk_threshold": ()}}
+
+
+# --- writing -----------------------------------------------------------------
+def save_saelens(dictionary: Dictionary, folder: str | Path) -> Path:
+    """Write `dictionary` as SAELens would save it; pass `d.exported(...)` if it was trained on scaled inputs."""
+    cfg = dictionary.cfg
+    if cfg.arch not in WRITE:
+        raise ValueError(f"SAELens has no layout for architecture {cfg.arch!r}; supported: {sorted(WRITE)}.")
+    if cfg.d_out != cfg.d_in or cfg.hook_out != cfg.hook_in:
+        raise ValueError("The SAELens SAE layout reads and writes one activation (d_out == d_in, hook_out == hook_in); "
+                         f"got d_in={cfg.d_in}, d_out={cfg.d_out}, hook_in={cfg.hook_in!r}, hook_out={cfg.hook_out!r}.")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {**{n: getattr(dictionary, n) for n in BASE}, **WRITE_EXTRA.get(cfg.arch, lambda d: {})(dictionary)}
+    tmp = folder / (WEIGHTS_FILE + ".tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp)
+    tmp.replace(folder / WEIGHTS_FILE)
+    write_atomic_text(folder / CFG_FILE, json.dumps(saelens_config(cfg), indent=2))
+    return folder
+
+
+def saelens_config(cfg: DictionaryConfig) -> dict:
+    """The cfg.json contents, in SAELens's field order."""
+    theirs = WRITE[cfg.arch]
+    meta = {"sae_lens_version": LAYOUT_VERSION, "sae_lens_training_version": None,
+            "model_name": cfg.model or None, "hook_name": cfg.hook_in or None, "hook_head_index": None,
+            "prepend_bos": True,  # our contexts start with BOS (interp.data.tokens)
+            **{key: cfg.training.get(ours) for key, ours in META_TO_TRAINING.items()}, "interp": to_dict(cfg)}
+    out = {"d_in": cfg.d_in, "d_sae": cfg.d_dict, "dtype": cfg.dtype, "device": "cpu",
+           "apply_b_dec_to_input": cfg.subtract_b_dec, "normalize_activations": "none",
+           "reshape_activations": "none", "metadata": meta}
+    topk = {"k": cfg.k, "rescale_acts_by_decoder_norm": False} if theirs == "topk" else {}
+    return {**out, **topk, "architecture": theirs}
+
+
+# --- reading -----------------------------------------------------------------
+def load_saelens(folder: str | Path, device: str = "cpu", norm_scaling_factor: float | None = None) -> Dictionary:
+    """Load a SAELens SAE folder (6.x or the older flat cfg) as our Dictionary; fails clearly on what it cannot honour.
+
+    `norm_scaling_factor`: for normalize_activations "expected_average_only_in" (SAELens keeps the
+    factor outside cfg.json, in its pretrained-SAE directory); it is folded into the weights.
+    """
+    folder = Path(folder)
+    path = folder / CFG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is {folder} a SAELens SAE folder?")
+    top, meta = _layout(load_json(path), path)
+    theirs = _field(top, "architecture", str, path)
+    if theirs not in READ:
+        raise ValueError(f"{path}: field 'architecture' is {theirs!r}; supported: {sorted(READ)}.")
+    _check_options(top, meta, path, norm_scaling_factor)
+    cfg = _our_config(top, meta, theirs, path)
+    model = architecture(cfg.arch)(cfg)
+    model.load_state_dict(_read_tensors(folder / WEIGHTS_FILE, top, theirs, cfg))
+    if top.get("rescale_acts_by_decoder_norm"):  # topk ran on pre * ||W_dec_i||: fold it into the latents
+        model.fold_decoder_norms()
+    if norm_scaling_factor is not None:
+        model.fold_scales(norm_scaling_factor, norm_scaling_factor)
+    return model.to(device)
+
+
+def _layout(raw, path: Path) -> tuple[dict, dict]:
+    """(top-level fields, metadata), turning a pre-6.0 flat cfg into the 6.x shape."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(raw).__name__}.")
+    if "metadata" in raw:
+        return {"apply_b_dec_to_input": True, **raw}, _field(raw, "metadata", dict, path)
+    top = {"architecture": "standard", "apply_b_dec_to_input": True, **{FLAT_RENAMES.get(k, k): v for k, v in raw.items()}}
+    if top.get("activation_fn") == "topk":
+        top["architecture"] = "topk"
+        top.setdefault("k", (top.get("activation_fn_kwargs") or {}).get("k"))
+    norm = top.get("normalize_activations")
+    if norm is None or isinstance(norm, bool):
+        top["normalize_activations"] = "expected_average_only_in" if norm else "none"
+    return top, {k: top[k] for k in FLAT_META if k in top}
+
+
+def _check_options(top: dict, meta: dict, path: Path, factor: float | None) -> None:
+    for name, allowed in CHOICES.items():
+        if top.get(name, allowed[0]) not in allowed:
+            raise ValueError(f"{path}: field {name!r} is {top[name]!r}; interp can only honour {list(allowed)}.")
+    if meta.get("hook_head_index") is not None:
+        raise ValueError(f"{path}: field 'metadata.hook_head_index' is {meta['hook_head_index']}; "
+                         "interp dictionaries read a whole hook, not one head.")
+    norm = top.get("normalize_activations", "none")
+    if norm == "expected_average_only_in":
+        if factor is None or factor <= 0:
+            raise ValueError(f"{path}: field 'normalize_activations' is 'expected_average_only_in', which needs a positive "
+                             f"norm_scaling_factor (not stored in cfg.json); got {factor}.")
+    elif norm != "none":
+        raise ValueError(f"{path}: field 'normalize_activations' is {norm!r}, a per-input normalisation interp cannot honour.")
+    elif factor is not None:
+        raise ValueError(f"{path}: norm_scaling_factor given, but field 'normalize_activations' is 'none'.")
+
+
+def _our_config(top: dict, meta: dict, theirs: str, path: Path) -> DictionaryConfig:
+    d_in, d_sae = _field(top, "d_in", int, path), _field(top, "d_sae", int, path)
+    block = meta.get("interp") or {}
+    if not isinstance(block, dict):
+        raise ValueError(f"{path}: field 'metadata.interp' should be an object, got {block!r}.")
+    ours = block["arch"] if WRITE.get(block.get("arch")) == theirs else READ[theirs]
+    hook = meta.get("hook_name") or ""
+    owned = {"arch": ours, "d_in": d_in, "d_dict": d_sae, "d_out": d_in, "hook_in": hook, "hook_out": hook,
+             "model": meta.get("model_name") or "", "dtype": str(top.get("dtype", "float32")).removeprefix("torch."),
+             "subtract_b_dec": _field(top, "apply_b_dec_to_input", bool, path)}
+    if theirs in ("topk", "batchtopk"):
+        k = _field(top, "k", (int, float), path)
+        if k != int(k):
+            raise ValueError(f"{path}: field 'k' is {k}; interp needs a whole number of latents.")
+        owned["k"] = int(k)
+    training = {ours_key: meta[key] for key, ours_key in META_TO_TRAINING.items() if meta.get(key) is not None}
+    data = {**PLACEHOLDERS.get(ours, {}), "training": training, **block, **owned}
+    return from_dict(DictionaryConfig, data, source=f"{path} (with metadata.interp)")
+
+
+def _read_tensors(path: Path, top: dict, theirs: str, cfg: DictionaryConfig) -> dict[str, torch.Tensor]:
+    d_in, d_sae = cfg.d_in, cfg.d_dict
+    shapes = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,)}
+    shapes.update(EXTRA_SHAPES.get(theirs, lambda n: {})(d_sae))
+    if "scaling_factor" in _tensor_names(path):  # pre-6.0 files: decode multiplies codes by it
+        shapes["scaling_factor"] = (d_sae,)
+    dtype = getattr(torch, cfg.dtype)
+    t = read_weights(path, {n: torch.empty(s, dtype=dtype, device="meta") for n, s in shapes.items()})
+    if "scaling_factor" in t:
+        scale = t.pop("scaling_factor")
+        if not top.get("finetuning_scaling_factor") and not torch.all(scale == 1):
+            raise ValueError(f"{path}: tensor scaling_factor is not all ones but field 'finetuning_scaling_factor' is false.")
+        t["W_dec"] = t["W_dec"] * scale[:, None]
+    extra = READ_EXTRA.get((theirs, cfg.arch), lambda t, path: {})(t, path)
+    return {**{n: t[n] for n in BASE}, **extra}
+
+
+def _tensor_names(path: Path) -> set[str]:
+    try:
+        with safe_open(path, framework="pt") as f:
+            return set(f.keys())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} not found.") from None
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"{path} is not a readable safetensors file (truncated or foreign?): {err}") from None
+
+
+def _field(data: dict, name: str, kind, path: Path):
+    if name not in data or data[name] is None:
+        raise ValueError(f"{path}: missing field {name!r}.")
+    value = data[name]
+    if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
+        raise ValueError(f"{path}: field {name!r} should be {getattr(kind, '__name__', kind)}, got {value!r}.")
+    return value

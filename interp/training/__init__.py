@@ -1,0 +1,1 @@
+"""The training loop, stacked sweeps, losses, checkpoints and run folders."""

@@ -1,0 +1,251 @@
+"""One training loop for every dictionary, and for several at once: each batch
+of activations is served to every dictionary, so a sweep costs one model pass.
+
+Adam with linear warm-up and a linear decay over the last `decay_fraction` of
+steps, gradient clipping, a unit-norm decoder (for architectures that want
+it), AuxK on latents dead for `dead_tokens` tokens, optional bf16 autocast, an
+atomic checkpoint every `checkpoint_every` steps and on SIGINT/SIGTERM, exact
+resume, and two kinds of parallelism under torchrun (`interp.distributed`):
+data-parallel (each rank's store serves its own shard of every batch and
+gradients are averaged) and module-parallel (the ranks' shards are gathered
+into one batch that every rank sees, and rank r trains dictionaries r,
+r + world, ...: N ranks train N dictionaries from one shared model pass).
+Dictionaries of the same class and shapes that read and reconstruct the same
+keys can train as one stack (`interp.training.stacked`): one batched step for the sweep.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from interp.data.activations import BlockStream
+from interp.training.checkpoint import TrainingInterrupted, load_checkpoint, save_checkpoint, stop_on_signals
+from interp.config import to_dict
+from interp.dictionary import Dictionary
+from interp.distributed import (any_rank, average_buffers, average_gradients, broadcast_module, broadcast_object,
+                                gather_batches, gather_objects, gather_to_main, union, world)
+from interp.training.losses import dead_latent_auxk, normalize_rows, reconstruction_loss, remove_parallel_grad
+from interp.training.stacked import StackedTrainee, stack_trainees
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    tokens: int = 500_000
+    lr: float = 1e-3
+    warmup_steps: int = 20  # capped at 5% of the run
+    decay_fraction: float = 0.2
+    grad_clip: float = 1.0
+    checkpoint_every: int = 100
+    seed: int = 0
+    autocast: bool = False  # bf16 autocast for the dictionary (meant for CUDA; runs on CPU too)
+    tf32: bool = True  # TF32 matmuls on CUDA (no effect on CPU)
+    stack: str = "auto"  # same-shaped dictionaries as one stack (interp.training.stacked): "on", "off", "auto" (on CUDA)
+    parallel: str = "data"  # under torchrun: "data" (ranks split each batch) or "module" (ranks split the dictionaries)
+
+    def __post_init__(self):
+        if self.stack not in ("auto", "on", "off"):
+            raise ValueError(f"stack={self.stack!r}: expected 'auto' (stack sweeps on CUDA), 'on' or 'off'.")
+        if self.parallel not in ("data", "module"):
+            raise ValueError(f"parallel={self.parallel!r}: expected 'data' (split each batch among ranks) or 'module' "
+                             "(every rank sees the whole batch and trains its own dictionaries).")
+
+    def steps(self, batch_size: int) -> int:
+        return max(1, self.tokens // batch_size)
+
+    def lr_at(self, step: int, n_steps: int) -> float:
+        warm = min(1.0, (step + 1) / max(1, min(self.warmup_steps, n_steps // 20)))
+        decay_start = int(n_steps * (1 - self.decay_fraction))
+        decay = 1.0 if step < decay_start else max(0.0, (n_steps - step) / max(1, n_steps - decay_start))
+        return self.lr * warm * decay
+
+
+class Trainee:
+    """One dictionary with its optimizer and its count of tokens since each latent fired.
+
+    `data_parallel`: every rank holds a copy and sees its own part of the batch, so gradients,
+    buffers and firing statistics are averaged across ranks (a no-op outside torchrun).
+    """
+
+    def __init__(self, dictionary: Dictionary, cfg: TrainConfig, data_parallel: bool = True):
+        self.dictionary, self.data_parallel = dictionary, data_parallel
+        self.optimizer = torch.optim.Adam(dictionary.parameters(), lr=cfg.lr, betas=(0.9, 0.999), fused=True)
+        self.since_fired = torch.zeros(dictionary.d_dict, dtype=torch.long)
+
+    def step(self, x: torch.Tensor, target: torch.Tensor, extras: dict[str, torch.Tensor], lr: float,
+             cfg: TrainConfig) -> dict[str, float]:
+        d = self.dictionary
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cfg.autocast):
+            step = d.training_forward(x, **extras)
+            mse = reconstruction_loss(step.recon.float(), target)
+            sparsity = d.sparsity_loss(step)
+            loss = mse + sparsity + d.cfg.aux_coeff * dead_latent_auxk(d, self.since_fired, x, target - step.recon.float())
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"The {d.arch} loss is {loss.item()} (mse {mse.item()}, sparsity {sparsity.item()}); "
+                                     "lower --lr or check the activations. The last checkpoint is kept.")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.data_parallel:
+            average_gradients(d.parameters())
+            average_buffers(d)
+        if d.unit_norm_decoder:
+            remove_parallel_grad(d.W_dec)
+        torch.nn.utils.clip_grad_norm_(d.parameters(), cfg.grad_clip)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
+        if d.unit_norm_decoder:
+            normalize_rows(d.W_dec)
+        fired, ranks = step.fired(d.d_dict), 1
+        if self.data_parallel:
+            fired, ranks = union(fired), world()[1]
+        self.since_fired = torch.where(fired.cpu(), 0, self.since_fired + len(x) * ranks)
+        return {"loss": loss.item(), "mse": mse.item(), "l0": step.l0()}
+
+    def tensors(self, i: int) -> dict[str, torch.Tensor]:
+        out = {f"d{i}.{k}": v for k, v in self.dictionary.state_dict().items()}
+        out[f"d{i}.since_fired"] = self.since_fired
+        for pid, slots in self.optimizer.state_dict()["state"].items():
+            out.update({f"opt{i}.{pid}.{k}": torch.as_tensor(v) for k, v in slots.items()})
+        return out
+
+    def load(self, i: int, tensors: dict[str, torch.Tensor]) -> None:
+        prefix = f"d{i}."
+        own = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        self.since_fired = own.pop("since_fired")
+        self.dictionary.load_state_dict(own)
+        state = self.optimizer.state_dict()
+        for key, value in tensors.items():
+            if key.startswith(f"opt{i}."):
+                _, pid, slot = key.split(".")
+                state["state"].setdefault(int(pid), {})[slot] = value
+        self.optimizer.load_state_dict(state)
+
+
+def train(dictionaries: list[Dictionary], store: BlockStream, cfg: TrainConfig, out_dir: str | Path,
+          input_key: str | list[str] = "x", target_key: str | list[str] | None = None, resume: bool = False,
+          log: Callable[[int, list[dict[str, float]]], None] | None = None) -> list[Dictionary]:
+    """Train every dictionary on the same stream; return them folded to act on raw activations.
+
+    `input_key`/`target_key` name the store keys each dictionary reads and reconstructs: one
+    key for all, or a list with one per dictionary (e.g. one dictionary per hook).
+    `log(step, per_dictionary_losses)` is called every step (e.g. to send them to wandb).
+    Under torchrun `cfg.parallel` chooses data- or module-parallel training; either way every
+    rank returns every trained dictionary.
+
+    The checkpoint lives in `out_dir`; pass `resume=True` to continue from it.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n = len(dictionaries)
+    inputs = _per_dictionary(input_key, n, "input_key")
+    targets = inputs if target_key is None else _per_dictionary(target_key, n, "target_key")
+    if cfg.tf32 and torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    _check_widths(dictionaries, store, inputs, targets)
+    scales = broadcast_object(store.norm_scales())  # rank 0's shard starts the whole stream: one scale for all
+    rank, world_size = world()
+    module = cfg.parallel == "module" and world_size > 1
+    if module and n < world_size:
+        raise ValueError(f"Module-parallel training gives each rank its own dictionaries, but there are {n} for "
+                         f"{world_size} ranks; train at least {world_size} dictionaries, use fewer ranks, or parallel='data'.")
+    mine = {i: dictionaries[i] for i in (range(rank, n, world_size) if module else range(n))}
+    stacks = stack_trainees(mine, inputs, targets, cfg, data_parallel=not module)
+    trainees = {i: stacks.get(i) or Trainee(d, cfg, data_parallel=not module) for i, d in mine.items()}
+    n_steps = cfg.steps(store.batch_size * world_size)
+    header = {"train": to_dict(cfg), "dictionaries": [to_dict(d.cfg) for d in dictionaries],
+              "batch_size": store.batch_size, "world_size": world_size}
+    if resume:
+        step = _restore(out_dir, header, trainees, store)
+    else:
+        step = 0
+        sample = store.block_rows(0)  # the stream's first block (rank 0's); initialisation consumes no batch
+        for d, kin, kout in zip(dictionaries, inputs, targets):  # one seed for all, so a sweep's members match solo runs
+            g = torch.Generator().manual_seed(cfg.seed)
+            d.init_from_data(sample[kin].cpu() * scales[kin], sample[kout].cpu() * scales[kout], g)
+            broadcast_module(d)
+
+    def checkpoint():
+        mine = {k: v.cpu() for i, t in trainees.items() for k, v in t.tensors(i).items()} if module or rank == 0 else {}
+        parts = gather_to_main((store.state_dict(), {k: v.cpu() for k, v in store.state_tensors().items()}, mine))
+        if rank == 0:
+            state = {**header, "step": step, "store": [s for s, _, _ in parts]}
+            tensors = {k: v for _, _, ts in parts for k, v in ts.items()}
+            tensors.update({f"rank{r}.{k}": v for r, (_, ts, _) in enumerate(parts) for k, v in ts.items()})
+            save_checkpoint(out_dir, state, tensors)
+
+    bar = tqdm(total=n_steps, initial=step, desc="train", unit="step", dynamic_ncols=True, disable=rank > 0)
+    stream = gather_batches(iter(store)) if module else iter(store)
+    with stop_on_signals() as stop:
+        while step < n_steps:
+            batch = next(stream)
+            lr = cfg.lr_at(step, n_steps)
+            scaled = {k: batch[k] * scales[k] for k in set(inputs) | set(targets)}  # once per key, not per dictionary
+            logs = {}
+            for i, t in trainees.items():
+                if i in logs:
+                    continue  # stepped with the rest of its stack
+                x, y = scaled[inputs[i]], scaled[targets[i]]
+                if isinstance(t, StackedTrainee):
+                    logs.update(t.step(x, y, lr, cfg))
+                else:
+                    logs[i] = t.step(x, y, {k: batch[k] for k in t.dictionary.needs}, lr, cfg)
+            step += 1
+            bar.update(1)
+            first = next(iter(logs.values()))
+            bar.set_postfix(mse=f"{first['mse']:.3g}", l0=f"{first['l0']:.1f}")
+            if log is not None:
+                if module:
+                    logs = {i: v for part in gather_objects(logs) for i, v in part.items()}
+                log(step, [logs[i] for i in range(n)])
+            if any_rank(stop.requested):
+                checkpoint()
+                bar.close()
+                raise TrainingInterrupted(f"Stopped at step {step}/{n_steps}; checkpoint in {out_dir}. Resume with --resume.")
+            if step % cfg.checkpoint_every == 0 and step < n_steps:
+                checkpoint()
+    bar.close()
+    checkpoint()
+    if module:  # every rank returns every dictionary, as in data-parallel training
+        for i, d in enumerate(dictionaries):
+            broadcast_module(d, src=i % world_size)
+    return [d.exported(scales[kin], scales[kout]) for d, kin, kout in zip(dictionaries, inputs, targets)]
+
+
+def _per_dictionary(keys: str | list[str], n: int, name: str) -> list[str]:
+    if isinstance(keys, str):
+        return [keys] * n
+    if len(keys) != n:
+        raise ValueError(f"{name} lists {len(keys)} store keys for {n} dictionaries; give one key, or one per dictionary.")
+    return list(keys)
+
+
+def _check_widths(dictionaries, store, inputs, targets):
+    sample = store.block_rows(0)
+    for d, input_key, target_key in zip(dictionaries, inputs, targets):
+        for key, width, role in ((input_key, d.d_in, "d_in"), (target_key, d.d_out, "d_out")):
+            if key not in sample:
+                raise ValueError(f"The store has no key {key!r} (it serves {sorted(sample)}); pass one of those.")
+            if sample[key].shape[1] != width:
+                raise ValueError(f"{role}={width} does not match {store.hooks[key]}, whose activations have width "
+                                 f"{sample[key].shape[1]}; set {role} to {sample[key].shape[1]}.")
+
+
+def _restore(out_dir, header, trainees, store) -> int:
+    state, tensors = load_checkpoint(out_dir)
+    state["train"] = {**to_dict(TrainConfig()), **state["train"]}  # fields added since it was written keep their defaults
+    for key in ("train", "dictionaries", "batch_size", "world_size"):
+        if state[key] != header[key]:
+            raise ValueError(f"The checkpoint in {out_dir} was written with a different {key}:\n  saved {state[key]}\n"
+                             f"  now   {header[key]}\nResume with the same settings, or use a new output folder.")
+    for i, t in trainees.items():
+        t.load(i, tensors)
+    rank = world()[0]
+    prefix = f"rank{rank}."
+    store.load_state(state["store"][rank], {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+    return int(state["step"])
+
