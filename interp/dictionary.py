@@ -53,11 +53,13 @@ class DictionaryConfig:
     dead_tokens: int = 1_000_000  # a latent silent for this many tokens counts as dead
     subtract_b_dec: bool = True  # SAEs centre inputs by b_dec; transcoders do not
     skip: bool = False  # skip transcoders: a linear path W_skip [d_in, d_out] beside the sparse one
+    prefixes: list[int] = field(default_factory=list)  # Matryoshka: cumulative prefix widths ending at d_dict ([]: one)
     dtype: str = "float32"
     training: dict = field(default_factory=dict)  # what it was trained on: source, tokens, seed, ...
     version: str = __version__
 
     def __post_init__(self):
+        object.__setattr__(self, "prefixes", [int(w) for w in self.prefixes])  # a list, as JSON gives it back
         if self.d_out == 0:
             object.__setattr__(self, "d_out", self.d_in)
         if self.hook_out == "":

@@ -33,7 +33,8 @@ WEIGHTS_FILE = "sae_weights.safetensors"
 LAYOUT_VERSION = "6.0.0"
 BASE = ("W_enc", "b_enc", "W_dec", "b_dec")
 
-WRITE = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "jumprelu"}  # ours -> SAELens
+WRITE = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "jumprelu",
+         "matryoshka": "jumprelu"}  # ours -> SAELens
 READ = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "batchtopk"}  # SAELens -> ours
 PLACEHOLDERS = {"relu": {"l1_coeff": 1.0}, "jumprelu": {"l0_coeff": 1.0}}  # training-only, not in SAELens files
 META_TO_TRAINING = {"dataset_path": "source", "context_size": "n_ctx"}
@@ -43,7 +44,8 @@ FLAT_META = ("model_name", "hook_name", "hook_head_index", "prepend_bos", "conte
 CHOICES = {"reshape_activations": ("none",), "activation_fn": ("relu", "topk")}  # values we can honour
 
 WRITE_EXTRA = {"jumprelu": lambda d: {"threshold": d.threshold},  # our arch -> its extra SAELens tensors
-               "batchtopk": lambda d: {"threshold": d.threshold.expand(d.d_dict)}}
+               "batchtopk": lambda d: {"threshold": d.threshold.expand(d.d_dict)},
+               "matryoshka": lambda d: {"threshold": d.threshold.expand(d.d_dict)}}
 
 
 def _log_threshold(t, path):
@@ -62,6 +64,7 @@ def _uniform_threshold(t, path):
 READ_EXTRA = {  # (SAELens arch, our arch) -> our extra tensors
     ("jumprelu", "jumprelu"): _log_threshold,
     ("jumprelu", "batchtopk"): _uniform_threshold,
+    ("jumprelu", "matryoshka"): _uniform_threshold,
     ("batchtopk", "batchtopk"): lambda t, path: {"threshold": t["topk_threshold"]},
 }
 EXTRA_SHAPES = {"jumprelu": lambda d_sae: {"threshold": (d_sae,)}, "batchtopk": lambda d_sae: {"topk_threshold": ()}}
