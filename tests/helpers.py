@@ -16,3 +16,22 @@ def random_dictionary(arch: str, d_in: int = 8, d_dict: int = 16, seed: int = 0,
         for p in d.parameters():
             p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.5)
     return d
+
+
+def clear_rows(scores: torch.Tensor, k: int, tol: float) -> torch.Tensor:
+    """Rows of scores [n, d_dict] whose ReLU'd top-k codes cannot change under a perturbation of `tol`:
+    the k-th and (k+1)-th largest differ by more than 2 tol and none of the top k+1 is within tol of 0."""
+    top = scores.topk(k + 1, dim=-1).values
+    return (top[:, k - 1] - top[:, k] > 2 * tol) & (top.abs() > tol).all(-1)
+
+
+def assert_same_topk_codes(a: torch.Tensor, b: torch.Tensor, scores: torch.Tensor, k: int, tol: float = 1e-6,
+                           min_clear: float = 0.9) -> None:
+    """Codes a, b [n, d_dict] from two code paths (e.g. the fused kernel and Tensor.topk on another GEMM):
+    on the rows whose selection has a margin (`clear_rows` of the scores that ranked them) the same
+    latents fire with values equal to `tol`; at least `min_clear` of the rows must have that margin.
+    Bit-equality is not expected: two GEMMs may round differently on another CPU's BLAS."""
+    rows = clear_rows(scores, k, tol)
+    assert rows.float().mean() >= min_clear, f"only {int(rows.sum())}/{len(rows)} rows have a selection margin of {tol}"
+    assert torch.equal(a[rows] != 0, b[rows] != 0), "different latents selected on rows with a clear margin"
+    torch.testing.assert_close(a[rows], b[rows], rtol=0, atol=tol)

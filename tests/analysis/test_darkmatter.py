@@ -259,7 +259,8 @@ def test_collect_and_ce_table_agree_with_evaluate(tiny):
     rows = dm.collect(tiny, HOOK, toks, batch_size=4)
     assert len(rows) == 6 * 31 and rows.x.shape == (186, 32) and torch.isfinite(rows.loss).all()
     fast = dm.collect(tiny, HOOK, toks, with_loss=False)
-    assert torch.equal(fast.x, rows.x) and fast.loss is None
+    torch.testing.assert_close(fast.x, rows.x)  # batches of 8 vs 4: equal up to the BLAS's rounding
+    assert fast.loss is None
     sae = float_sae()
     fit = dm.fit_linear_error(sae, [rows.x])
     table = {r["splice"]: r["ce"] for r in dm.ce_table(tiny, sae, fit, HOOK, toks, batch_size=4)}

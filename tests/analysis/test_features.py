@@ -9,7 +9,7 @@ import pytest
 import torch
 from plotly.offline import get_plotlyjs
 
-from helpers import random_dictionary
+from helpers import clear_rows, random_dictionary
 from interp.analysis.attention import head_attribution
 from interp.cli import features_command
 from interp.data.tokens import take_contexts
@@ -143,8 +143,10 @@ def test_transcoder_reads_hook_in_and_attention_sae_attributes_heads(tiny):
     stats = compute_feature_stats(tiny, tc, tokens=tokens, batch_size=3)
     _, cache = tiny.run_with_cache(tokens)
     mask = tokens != bos_token_id(tiny)
-    codes = tc.encode(cache["blocks.0.ln2.hook_normalized"][mask].double())
-    assert torch.equal(stats.tensors["fires"], (codes > 0).sum(0))
+    x = cache["blocks.0.ln2.hook_normalized"][mask].double()
+    codes = tc.encode(x)  # batches of 3 vs 6 contexts: another BLAS may round them differently, so a row
+    unclear = int((~clear_rows(tc.pre_acts(x), 3, 1e-5)).sum())  # without a selection margin may move 2 counts
+    assert (stats.tensors["fires"] - (codes > 0).sum(0)).abs().sum() <= 2 * unclear
     assert torch.allclose(stats.tensors["act_sum"], codes.sum(0), atol=1e-4)
 
     hook = "blocks.1.attn.hook_z"

@@ -1,6 +1,6 @@
 import torch
 
-from helpers import random_dictionary
+from helpers import assert_same_topk_codes, random_dictionary
 from interp.data.activations import ActivationStore
 from interp.data.tokens import take_contexts
 from interp.dictionary import DictionaryConfig, architecture
@@ -89,7 +89,8 @@ def test_oracle_encode_selects_like_training_and_reduces_to_topk_at_beta_zero():
     assert not torch.equal(oracle, g.encode(x))  # the gradient changed some selections
     zero = GradientSAE(g.cfg.replace(beta=0.0))
     zero.load_state_dict(g.state_dict())
-    assert torch.equal(zero.encode(x, grad=grad), d.encode(x))
+    # the fused kernel (chunked GEMM) vs Tensor.topk on d's GEMM: equal up to rounding, same selections
+    assert_same_topk_codes(zero.encode(x, grad=grad), d.encode(x), d.pre_acts(x), k=4, tol=1e-9)
 
 
 def test_calibrated_threshold_known_answer():

@@ -37,7 +37,7 @@ def members(case, d_in=12, d_dict=48):
 def test_stacked_steps_equal_one_by_one(case):
     """Same batches, 8 steps (AuxK starts after 40 tokens): every weight, buffer, firing count and
     loss of a stacked member equals that member trained alone (to 1e-12 in float64; the float32
-    TopK sweep through train() is bit-exact, test_train_stacks_the_sweep_and_matches_unstacked)."""
+    sweep through train(): test_train_stacks_the_sweep_and_matches_unstacked)."""
     cfg = TrainConfig(lr=3e-2, grad_clip=0.5)
     alone = members(case)
     stacked = copy.deepcopy(alone)
@@ -106,8 +106,15 @@ def test_train_stacks_the_sweep_and_matches_unstacked(tiny, tmp_path, monkeypatc
     stacked = train(sweep(), make_store(tiny), cfg, tmp_path / "stacked")
     assert calls == [[0, 1]] * 10  # the two TopK members step together; the ReLU SAE alone
     alone = train(sweep(), make_store(tiny), TrainConfig(**{**cfg.__dict__, "stack": "off"}), tmp_path / "alone")
-    for a, b in zip(stacked, alone):
-        assert all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
+    assert_same_weights(stacked, alone)
+
+
+def assert_same_weights(got, want, rtol=1e-5, atol=1e-6):
+    """Stacked and one-by-one training are different GEMMs: equal up to float32 rounding, which another
+    CPU's BLAS may do differently (bit-equality holds only for the same computation, e.g. a resume)."""
+    for e, (a, b) in enumerate(zip(got, want)):
+        for name, v in b.state_dict().items():
+            torch.testing.assert_close(a.state_dict()[name], v, rtol=rtol, atol=atol, msg=lambda m: f"{e} {name}: {m}")
 
 
 def test_stacked_resume_equals_uninterrupted(tiny, tmp_path, monkeypatch):
