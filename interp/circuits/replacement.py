@@ -122,6 +122,12 @@ class LocalReplacement:
         with torch.enable_grad():
             self.graph_mlp_in, self.graph_logits = self._replay(self.embed_leaf, self.mlp_leaves)
 
+    def intervene(self, interventions, attention: str = "frozen", downstream: str = "free") -> torch.Tensor:
+        """Logits [batch, n_pos, d_vocab] with transcoder features changed (interp.interventions.replacement)."""
+        from interp.interventions.replacement import replacement_logits
+
+        return replacement_logits(self, interventions, attention, downstream)
+
     # --- reading points -------------------------------------------------------
     def reading_direction(self, target: Target) -> torch.Tensor:
         """The vector that reads the target from its reading point (an MLP input or the logits)."""

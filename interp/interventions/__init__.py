@@ -9,8 +9,9 @@ local replacement model (`replacement_logits`).
 """
 
 from interp.interventions.generate import continuation, generate
+from interp.interventions.replacement import replacement_logits
 from interp.interventions.spec import AFTER_BOS, Intervention, mean_codes
 from interp.interventions.splice import dictionary_hooks, intervene, intervention_hooks, run_with_interventions
 
 __all__ = ["AFTER_BOS", "Intervention", "continuation", "dictionary_hooks", "generate", "intervene",
-           "intervention_hooks", "mean_codes", "run_with_interventions"]
+           "intervention_hooks", "mean_codes", "replacement_logits", "run_with_interventions"]

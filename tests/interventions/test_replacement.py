@@ -1,0 +1,73 @@
+import itertools
+
+import pytest
+import torch
+
+from helpers import random_dictionary
+from interp.circuits import LocalReplacement, Target
+from interp.interventions import Intervention
+from interp.model import BYTE_VOCAB
+
+PROMPT = torch.tensor([BYTE_VOCAB - 1, *b"abcdef"])
+
+
+def transcoders(model, skip=False):
+    out = {}
+    for layer in range(model.cfg.n_layers):
+        tc = random_dictionary("topk", d_in=32, d_dict=48, k=4, dtype="float32", seed=layer, subtract_b_dec=False,
+                               skip=skip, hook_in=f"blocks.{layer}.ln2.hook_normalized",
+                               hook_out=f"blocks.{layer}.hook_mlp_out")
+        with torch.no_grad():
+            tc.W_dec.mul_(0.3)
+        out[layer] = tc
+    return out
+
+
+@pytest.fixture(scope="module")
+def rep(tiny):
+    return LocalReplacement(tiny, transcoders(tiny), PROMPT)
+
+
+def demeaned(logits):
+    return logits - logits.mean(-1, keepdim=True)
+
+
+@pytest.mark.parametrize("attention, downstream", list(itertools.product(["frozen", "recomputed"], ["free", "held"])))
+def test_no_intervention_gives_the_models_logits(rep, tiny, attention, downstream):
+    logits = rep.intervene([], attention, downstream)
+    assert (logits[0] - tiny(PROMPT[None])[0]).abs().max() < 1e-4
+
+
+def test_frozen_held_ablation_moves_a_logit_by_exactly_the_graph_edge(rep, tiny):
+    """The graph's linear prediction: a feature's edge to a logit is its ablation effect in the frozen model."""
+    active = rep.active_features()
+    last, n_layers = len(PROMPT) - 1, tiny.cfg.n_layers
+    tokens = rep.logits[last].topk(3).indices.tolist()
+    targets = [Target("logit", n_layers, last, t) for t in tokens]
+    chosen = [i for i in range(len(active)) if active[i, 1] in (2, last)][:6]
+    edges = rep.edges(targets, active)[:, chosen]  # [targets, features]
+    rows = [[Intervention.ablate(rep.transcoders[int(active[i, 0])], int(active[i, 2]), where=int(active[i, 1]))]
+            for i in chosen]
+    logits = demeaned(rep.intervene(rows, "frozen", "held")[:, last])  # one batch: one row per feature
+    measured = logits[:, tokens] - demeaned(rep.logits[last])[tokens]
+    assert torch.allclose(measured, -edges.T, atol=1e-4)
+    assert edges.abs().max() > 1e-2
+
+
+def test_rows_of_a_batch_are_independent_and_modes_differ(rep):
+    active = rep.active_features()
+    layer, pos, latent = active[(active[:, 0] == 0) & (active[:, 1] == 3)][0].tolist()
+    iv = Intervention.clamp(rep.transcoders[layer], latent, 5.0, where=pos)
+    batch = rep.intervene([[iv], []], "recomputed", "free")
+    alone = rep.intervene([iv], "recomputed", "free")
+    assert torch.allclose(batch[:1], alone, atol=1e-5) and torch.allclose(batch[1], rep.logits, atol=1e-4)
+    results = [rep.intervene([iv], a, d) for a, d in itertools.product(["frozen", "recomputed"], ["free", "held"])]
+    assert all((a - b).abs().max() > 1e-5 for a, b in itertools.combinations(results, 2))
+
+
+def test_interventions_must_use_the_replacements_transcoders(rep):
+    other = transcoders(rep.model)[0]
+    with pytest.raises(ValueError, match="not one of this replacement's transcoders"):
+        rep.intervene([Intervention.ablate(other, 1)])
+    with pytest.raises(ValueError, match="attention must be one of"):
+        rep.intervene([], "partly")
