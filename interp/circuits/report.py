@@ -1,10 +1,8 @@
-"""The circuit report of an attribution graph: the graph, plus what a reader
-needs to interpret its feature nodes (top activating contexts from a corpus,
-the output tokens each feature promotes and suppresses)."""
+"""The data a circuit report shows beyond the graph itself, computed from the model: each kept
+feature's top activating contexts in a corpus and the output tokens it promotes and suppresses.
+Rendering is `interp.viz`'s: `interp.viz.circuit_report.write_report` (also `interp.circuits.write_report`)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import torch
 
@@ -13,7 +11,6 @@ from interp.circuits.graph import AttributionGraph
 from interp.circuits.transcoder_circuits import logit_effects
 from interp.dictionary import Dictionary
 from interp.model import decode_tokens
-from interp.viz.circuit import circuit_report
 
 
 def feature_logit_effects(model, transcoders: dict[int, Dictionary], features: list[tuple[int, int]],
@@ -30,16 +27,12 @@ def feature_logit_effects(model, transcoders: dict[int, Dictionary], features: l
     return out
 
 
-def write_report(model, transcoders: dict[int, Dictionary], graph: AttributionGraph, path: str | Path,
-                 corpus: torch.Tensor | None = None, n_contexts: int = 5, progress: bool = False) -> Path:
-    """Write the self-contained HTML report of `graph`; `corpus` [n, n_ctx] tokens supply top contexts."""
+def report_data(model, transcoders: dict[int, Dictionary], graph: AttributionGraph, corpus: torch.Tensor | None = None,
+                n_contexts: int = 5, progress: bool = False) -> dict:
+    """{"graph_json", "contexts", "logit_effects"} for `interp.viz.circuit.circuit_report`: the graph's JSON, the
+    top `n_contexts` contexts of each kept feature in `corpus` [n, n_ctx] tokens (None without a corpus), and
+    each kept feature's promoted and suppressed tokens."""
     data = graph.to_json()
     kept = sorted({(n["layer"], n["latent"]) for n in data["nodes"] if n["kept"] and n["kind"] == "feature"})
     contexts = None if corpus is None else top_contexts(model, transcoders, kept, corpus, k=n_contexts, progress=progress)
-    circuit_report(data, path, contexts, feature_logit_effects(model, transcoders, kept),
-                   title=f"Attribution graph: {_tail(graph.prompt)}")
-    return Path(path)
-
-
-def _tail(text: str, n: int = 60) -> str:
-    return text if len(text) <= n else "…" + text[-(n - 1):]
+    return {"graph_json": data, "contexts": contexts, "logit_effects": feature_logit_effects(model, transcoders, kept)}

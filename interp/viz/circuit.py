@@ -9,7 +9,8 @@ output tokens it promotes and suppresses, its largest inputs and outputs.
 
 Token strings are untrusted: in the figure they are HTML-escaped (plotly
 renders its labels as markup); in the panel they reach the page only through
-`textContent`, from a JSON data island (`Report.add_data`).
+`textContent` (the panel's code is `templates/circuit.js`), from a JSON data
+island (`Report.add_data`); everything else goes through the report template.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 
 from interp.viz.report import Report
-from interp.viz.dashboard import visible
+from interp.viz.templates import static, visible
 
 KIND_STYLE = {  # marker symbol, colour
     "token": ("diamond", "#555"),
@@ -28,10 +29,6 @@ KIND_STYLE = {  # marker symbol, colour
     "error": ("square", "#bbb"),
     "logit": ("triangle-up", "#4e79a7"),
 }
-_CSS = """#node-detail{border:1px solid #ddd;padding:.6em 1em;margin:1em 0;min-height:4em}
-.ctx{font-family:ui-monospace,monospace;font-size:12px;white-space:pre;margin:2px 0}
-.ctx .v{display:inline-block;width:4em;color:#666}.ctx .hit{outline:1px solid #c40}
-#node-detail li{font-size:13px}"""
 
 
 def _label(node: dict) -> str:
@@ -127,28 +124,6 @@ def node_details(graph_json: dict, contexts: dict | None = None, logit_effects: 
     return details
 
 
-_SCRIPT = r"""(function(){
-var data=JSON.parse(document.getElementById('circuit-data').textContent);
-var panel=document.getElementById('node-detail');
-function el(tag,text,cls){var e=document.createElement(tag);if(text!==undefined)e.textContent=text;if(cls)e.className=cls;return e;}
-function fmt(x){return (typeof x==='number')?x.toPrecision(3):String(x);}
-function list(title,items){if(!items||!items.length)return;panel.appendChild(el('h4',title));var ul=el('ul');
-items.forEach(function(it){ul.appendChild(el('li',it[0]+'  '+fmt(it[1])));});panel.appendChild(ul);}
-function show(id){var d=data.details[id];panel.replaceChildren();if(!d){panel.appendChild(el('p','Click a node.'));return;}
-panel.appendChild(el('h3',d.title));var facts=[];for(var k in d.facts)facts.push(k+' '+fmt(d.facts[k]));
-panel.appendChild(el('p',facts.join(' \u00b7 ')));
-if(d.contexts&&d.contexts.length){panel.appendChild(el('h4','Top activating contexts'));
-d.contexts.forEach(function(c){var line=el('div',undefined,'ctx');line.appendChild(el('span',c.value.toFixed(2),'v'));
-c.tokens.forEach(function(t,i){var s=el('span',t,i===c.centre?'hit':'');var a=Math.max(0,Math.min(1,c.acts[i]/c.value));
-s.style.background='rgba(255,140,0,'+a.toFixed(3)+')';line.appendChild(s);});panel.appendChild(line);});}
-list('Promotes',d.promoted);list('Suppresses',d.suppressed);list('Largest inputs',d.inputs);list('Largest outputs',d.outputs);}
-var gd=document.getElementById('circuit-graph');
-function attach(){gd.on('plotly_click',function(ev){var p=ev.points&&ev.points[0];if(p&&p.customdata!==undefined)show(p.customdata);});}
-if(gd&&gd.on)attach();else window.addEventListener('load',attach);
-show(data.initial);
-})();"""
-
-
 def circuit_report(graph_json: dict, path: str | Path | None = None, contexts: dict | None = None,
                    logit_effects: dict | None = None, title: str = "Attribution graph") -> Report:
     """The report page (written to `path` if given): prompt, scores, logit attributions, the clickable graph."""
@@ -156,7 +131,7 @@ def circuit_report(graph_json: dict, path: str | Path | None = None, contexts: d
     logits = [n for n in graph_json["nodes"] if n["kind"] == "logit"]
     kept = [n for n in graph_json["nodes"] if n["kept"]]
     initial = max((n for n in kept if n["kind"] == "feature"), key=lambda n: n["influence"], default=None)
-    report = Report(title).add_style(_CSS)
+    report = Report(title).add_style(static("circuit.css"))
     report.add_heading("Prompt").add_code(graph_json["prompt"])
     report.add_table([{"replacement score": graph_json["scores"].get("replacement", float("nan")),
                        "completeness score": graph_json["scores"].get("completeness", float("nan")),
@@ -169,7 +144,7 @@ def circuit_report(graph_json: dict, path: str | Path | None = None, contexts: d
     report.add_figure(graph_figure(graph_json), div_id="circuit-graph")
     report.add_element("node-detail")
     report.add_data("circuit-data", {"details": details, "initial": initial["id"] if initial else None})
-    report.add_script(_SCRIPT)
+    report.add_script(static("circuit.js"))
     report.add_heading("Logit attributions")
     report.add_text("The largest direct effects on the most probable logits (logit minus mean logit).")
     top_logits = sorted(logits, key=lambda n: -n["probability"])[:3]

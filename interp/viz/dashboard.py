@@ -1,9 +1,10 @@
 """Feature dashboards drawn from `interp.analysis.features.FeatureStats`: inline in Jupyter
 and as a static, offline site.
 
-Token strings are untrusted text: every one goes through `_text` (control
-characters made visible, then `html.escape` with quotes) before it reaches
-HTML; the site's index data goes through `textContent` in the browser.
+Pages are rendered from templates (`templates/feature.html.j2`, `feature_index.html.j2`,
+`site.html.j2`) that escape everything; token strings reach them as plain text and go
+through the `visible` filter (control characters made visible) before escaping. The
+site's index data goes through `textContent` in the browser.
 
 - `show_feature(stats, i)`: an object whose `_repr_html_` renders one feature
   without scripts (the histogram is inline SVG), so it displays the same in
@@ -11,99 +12,47 @@ HTML; the site's index data goes through `textContent` in the browser.
   `feature_histogram(stats, i)` is the interactive plotly version.
 - `show_index(stats)`: features sorted by density with their top tokens;
   `search(stats, text)` finds features whose top tokens contain `text`.
-- `write_site(stats, out)`: index.html (plotly.js inlined once, search box,
-  table sorted by density) and one small data/f<i>.js per feature, loaded
+- `write_site(stats, out)`: index.html (search box, table sorted by density),
+  plotly.js written once beside it, and one small data/f<i>.js per feature, loaded
   lazily when `index.html#f=<i>` is opened; works from file:// with no network.
 """
 
 from __future__ import annotations
 
-import html
-import json
-import unicodedata
 from pathlib import Path
 
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from interp.config import write_atomic_text
 from interp.analysis.features import FeatureStats
+from interp.config import write_atomic_text
+from interp.viz.templates import render, safe_json, visible
 
-_VISIBLE = {"\n": "↵", "\t": "⇥", "\r": "␍"}
-STYLE = """.fd{font-family:system-ui,sans-serif;color:#222;font-size:14px}.fd h2{margin:.2em 0}
-.fd .cols{display:flex;gap:2em;flex-wrap:wrap}.fd .side{flex:0 0 330px}.fd .main{flex:1 1 500px;min-width:0}
-.fd table{border-collapse:collapse;margin:.4em 0}.fd td,.fd th{border:1px solid #ddd;padding:2px 6px;font-size:12px}
-.fd .ctx{font-family:ui-monospace,monospace;font-size:12px;white-space:pre;overflow-x:auto;margin:1px 0;padding:2px 0;
-border-bottom:1px solid #f0f0f0}.fd .ctx .v{display:inline-block;width:4.5em;color:#666;text-align:right;margin-right:.6em}
-.fd .a{border-radius:2px}.fd .hit{outline:1px solid #c40}.fd .pos{color:#06c}.fd .neg{color:#c30}
-.fd .bar{display:inline-block;height:9px;background:#69c}.fd .meta{color:#555;font-size:12px}"""
+__all__ = ["feature_html", "feature_histogram", "histogram_data", "index_rows", "search", "show_feature", "show_index",
+           "visible", "write_site"]
+PLOTLY_FILE = "plotly.min.js"
 
 
-def _text(token: str) -> str:
-    """A token string made safe and visible for HTML: newline/tab shown as symbols, other control
-    characters as \\xNN, then html.escape (quotes included)."""
-    out = "".join(_VISIBLE.get(c, f"\\x{ord(c):02x}" if unicodedata.category(c) in ("Cc", "Cs") else c) for c in token)
-    return html.escape(out, quote=True)
-
-
-def visible(token: str) -> str:
-    """The visible form of a token for textContent (no HTML escaping needed there)."""
-    return "".join(_VISIBLE.get(c, f"\\x{ord(c):02x}" if unicodedata.category(c) in ("Cc", "Cs") else c) for c in token)
-
-
-def context_html(stats: FeatureStats, tokens, acts, centre: int, scale: float) -> str:
-    """One window of context: tokens [W] ids (-1 padding), acts [W]; the token at `centre` is outlined."""
-    parts = []
-    for j, (t, a) in enumerate(zip(tokens, acts)):
-        if t < 0:
-            continue
-        text = _text(stats.token(t))
-        cls = " hit" if j == centre else ""
-        if a > 0 or j == centre:
-            alpha = min(1.0, a / scale) if scale > 0 else 0.0
-            parts.append(f'<span class="a{cls}" style="background:rgba(255,110,0,{alpha:.2f})" title="{a:.3g}">{text}</span>')
-        else:
-            parts.append(text)
-    return "".join(parts)
-
-
-def _contexts(stats: FeatureStats, prefix: str, index: tuple, scale: float) -> str:
+def _context_rows(stats: FeatureStats, prefix: str, index: tuple, scale: float) -> list[dict]:
+    """Stored contexts, largest first: [{"value", "tokens": [{"text", "act", "hit", "alpha" (None: not shaded)}]}]."""
     values = stats.tensors[f"{prefix}_value"][index].reshape(-1)
     tokens = stats.tensors[f"{prefix}_tokens"][index].reshape(len(values), -1).tolist()
     acts = stats.tensors[f"{prefix}_acts"][index].reshape(len(values), -1).tolist()
     rows = sorted(((v, t, a) for v, t, a in zip(values.tolist(), tokens, acts) if v > 0), key=lambda r: -r[0])
-    return "".join(f'<div class="ctx"><span class="v">{v:.3g}</span>{context_html(stats, t, a, stats.meta["left"], scale)}</div>'
-                   for v, t, a in rows)
+    centre = stats.meta["left"]
+    return [{"value": v, "tokens": [{"text": stats.token(t), "act": a, "hit": j == centre,
+                                     "alpha": (min(1.0, a / scale) if scale > 0 else 0.0) if a > 0 or j == centre else None}
+                                    for j, (t, a) in enumerate(zip(ids, window)) if t >= 0]}
+            for v, ids, window in rows]
 
 
-def _logit_table(stats: FeatureStats, i: int) -> str:
-    rows = []
-    top = zip(stats.tensors["logit_top_ids"][i].tolist(), stats.tensors["logit_top"][i].tolist(),
-              stats.tensors["logit_bottom_ids"][i].tolist(), stats.tensors["logit_bottom"][i].tolist())
-    for up_id, up, down_id, down in top:
-        rows.append(f'<tr><td class="pos">{_text(stats.token(up_id))}</td><td>{up:+.3f}</td>'
-                    f'<td class="neg">{_text(stats.token(down_id))}</td><td>{down:+.3f}</td></tr>')
-    return ("<h4>Direct logit effect (final norm scale frozen at its mean)</h4><table><tr><th>promoted</th><th></th>"
-            f"<th>suppressed</th><th></th></tr>{''.join(rows)}</table>")
-
-
-def _neighbours(stats: FeatureStats, i: int, links: bool) -> str:
-    cells = []
-    for j, c in zip(stats.tensors["neighbour_ids"][i].tolist(), stats.tensors["neighbour_cos"][i].tolist()):
-        name = f'<a href="#f={j}">{j}</a>' if links else str(j)
-        cells.append(f"<tr><td>{name}</td><td>{c:.3f}</td></tr>")
-    return f"<h4>Nearest features (decoder cosine)</h4><table><tr><th>feature</th><th>cos</th></tr>{''.join(cells)}</table>"
-
-
-def _heads(stats: FeatureStats, i: int) -> str:
+def _heads(stats: FeatureStats, i: int) -> list[tuple[int, float, float]]:
+    """(head, mean direct contribution where the feature fires, bar width in px); empty without heads."""
     if not stats.meta.get("n_heads"):
-        return ""
+        return []
     mean = (stats.tensors["head_sum"][i] / max(1, int(stats.tensors["fires"][i]))).tolist()
     top = max((abs(m) for m in mean), default=0) or 1.0
-    rows = "".join(f'<tr><td>H{h}</td><td>{m:+.3f}</td><td><span class="bar" style="width:{100 * abs(m) / top:.0f}px">'
-                   f"</span></td></tr>" for h, m in enumerate(mean))
-    return ("<h4>Per-head attribution (mean direct contribution to the pre-activation where it fires)</h4>"
-            f"<table>{rows}</table>")
+    return [(h, m, 100 * abs(m) / top) for h, m in enumerate(mean)]
 
 
 def histogram_data(stats: FeatureStats, i: int) -> tuple[list[float], list[int]]:
@@ -121,37 +70,40 @@ def feature_histogram(stats: FeatureStats, i: int) -> go.Figure:
     return fig
 
 
-def _svg_histogram(stats: FeatureStats, i: int, width: int = 320, height: int = 90) -> str:
+def _svg_histogram(stats: FeatureStats, i: int, width: int = 320, height: int = 90) -> dict:
+    """Geometry of the inline SVG histogram: one bar per bin (x, y, w, h, centre, count), the upper edge."""
     x, y = histogram_data(stats, i)
     top = max(y) or 1
     w = width / len(y)
-    bars = "".join(f'<rect x="{b * w:.1f}" y="{height - height * c / top:.1f}" width="{w - 1:.1f}" '
-                   f'height="{height * c / top:.1f}" fill="#69c"><title>{x[b]:.3g}: {c}</title></rect>' for b, c in enumerate(y))
-    return (f'<svg width="{width}" height="{height + 14}" role="img">{bars}<text x="0" y="{height + 12}" font-size="10">0</text>'
-            f'<text x="{width}" y="{height + 12}" font-size="10" text-anchor="end">{x[-1] + (x[1] - x[0]) / 2:.3g}</text></svg>')
+    bars = [{"x": b * w, "y": height - height * c / top, "w": w - 1, "h": height * c / top, "centre": x[b], "count": c}
+            for b, c in enumerate(y)]
+    return {"width": width, "height": height, "bars": bars, "upper": x[-1] + (x[1] - x[0]) / 2}
 
 
-def feature_html(stats: FeatureStats, i: int, histogram: str = "svg", links: bool = False) -> str:
-    """One feature's dashboard as an HTML fragment. histogram: "svg" (inline, no script) or "div"
-    (an empty `hist-<i>` div that the site fills with plotly)."""
+def _feature_context(stats: FeatureStats, i: int, histogram: str, links: bool) -> dict:
+    """Everything `templates/feature.html.j2` shows for feature `i`, as numbers and plain strings."""
     if not 0 <= i < stats.d_dict:
         raise IndexError(f"feature {i} out of range: the dictionary has {stats.d_dict} latents.")
+    if histogram not in ("svg", "div"):
+        raise ValueError(f"histogram={histogram!r}: expected 'svg' (inline) or 'div' (filled by plotly on the site).")
     t, m = stats.tensors, stats.meta
-    fires = int(t["fires"][i])
     scale = float(t["max_act"][i])
-    head = (f'<h2>Feature {i}</h2><p class="meta">density {float(stats.density[i]):.3g} ({fires} of {m["tokens_seen"]} '
-            f'tokens) · max {scale:.3g} · mean {float(stats.mean_act[i]):.3g} · {_text(m["arch"])} '
-            f'{_text(m["hook_in"])} → {_text(m["hook_out"])}</p>')
-    hist = _svg_histogram(stats, i) if histogram == "svg" else f'<div id="hist-{i}" style="height:260px"></div>'
-    side = f"<h4>Activation histogram</h4>{hist}{_logit_table(stats, i)}{_heads(stats, i)}{_neighbours(stats, i, links)}"
-    if fires == 0:
-        main = "<p>This feature never fired on the analysed tokens.</p>"
-    else:
-        bands = "".join(f"<h4>Samples with activation in [{b / m['bands']:.2f}, {(b + 1) / m['bands']:.2f}) of the running max"
-                        f"</h4>{_contexts(stats, 'sample', (i, b), scale)}" for b in reversed(range(m["bands"])))
-        main = f"<h4>Top activations</h4>{_contexts(stats, 'top', (i,), scale)}{bands}"
-    return (f'<div class="fd" id="feature-{i}">{head}<div class="cols"><div class="side">{side}</div>'
-            f'<div class="main">{main}</div></div></div>')
+    logits = zip(map(stats.token, t["logit_top_ids"][i].tolist()), t["logit_top"][i].tolist(),
+                 map(stats.token, t["logit_bottom_ids"][i].tolist()), t["logit_bottom"][i].tolist())
+    bands = [{"low": b / m["bands"], "high": (b + 1) / m["bands"], "rows": _context_rows(stats, "sample", (i, b), scale)}
+             for b in reversed(range(m["bands"]))]
+    return {"i": i, "density": float(stats.density[i]), "fires": int(t["fires"][i]), "tokens_seen": m["tokens_seen"],
+            "max": scale, "mean": float(stats.mean_act[i]), "arch": m["arch"], "hook_in": m["hook_in"],
+            "hook_out": m["hook_out"], "svg": _svg_histogram(stats, i) if histogram == "svg" else None,
+            "logits": list(logits), "heads": _heads(stats, i),
+            "neighbours": list(zip(t["neighbour_ids"][i].tolist(), t["neighbour_cos"][i].tolist())), "links": links,
+            "top": _context_rows(stats, "top", (i,), scale), "bands": bands}
+
+
+def feature_html(stats: FeatureStats, i: int, histogram: str = "svg", links: bool = False, style: bool = False) -> str:
+    """One feature's dashboard as an HTML fragment. histogram: "svg" (inline, no script) or "div"
+    (an empty `hist-<i>` div that the site fills with plotly); style: prepend the dashboard's CSS."""
+    return render("feature.html.j2", style=style, **_feature_context(stats, i, histogram, links))
 
 
 class FeatureView:
@@ -161,7 +113,7 @@ class FeatureView:
         self.stats, self.i = stats, i
 
     def _repr_html_(self) -> str:
-        return f"<style>{STYLE}</style>{feature_html(self.stats, self.i)}"
+        return feature_html(self.stats, self.i, style=True)
 
     def figure(self) -> go.Figure:
         return feature_histogram(self.stats, self.i)
@@ -190,10 +142,7 @@ class IndexView:
         self.rows = index_rows(stats)[:limit]
 
     def _repr_html_(self) -> str:
-        body = "".join(f"<tr><td>{r['feature']}</td><td>{r['density']:.3g}</td><td>{r['max']:.3g}</td>"
-                       f"<td>{' · '.join(_text(t) for t in r['top_tokens'])}</td></tr>" for r in self.rows)
-        return (f'<style>{STYLE}</style><div class="fd"><table><tr><th>feature</th><th>density</th><th>max</th>'
-                f"<th>top tokens</th></tr>{body}</table></div>")
+        return render("feature_index.html.j2", rows=self.rows)
 
 
 def show_index(stats: FeatureStats | str | Path, limit: int = 50) -> IndexView:
@@ -201,49 +150,19 @@ def show_index(stats: FeatureStats | str | Path, limit: int = 50) -> IndexView:
     return IndexView(stats if isinstance(stats, FeatureStats) else FeatureStats.load(stats), limit)
 
 
-def _js(value) -> str:
-    """JSON that is safe inside a <script> element and a .js file."""
-    return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-
-
-_APP = """const list=document.getElementById('list'),q=document.getElementById('q'),view=document.getElementById('view');
-function row(r){const tr=document.createElement('tr');for(const v of [r[0],r[1].toPrecision(3),r[2].toPrecision(3),r[3]]){
-const td=document.createElement('td');td.textContent=String(v);tr.appendChild(td);}
-tr.className='feature-row';tr.dataset.feature=r[0];tr.onclick=function(){location.hash='f='+r[0];};return tr;}
-function render(){const s=q.value.toLowerCase();const out=[];for(const r of INDEX.rows){if(s&&!r[3].toLowerCase().includes(s))continue;
-out.push(row(r));if(out.length>=500)break;}list.replaceChildren(...out);
-document.getElementById('count').textContent=out.length+' shown of '+INDEX.rows.length;}
-window.interpFeature=function(d){view.innerHTML=d.html;const el=document.getElementById('hist-'+d.id);
-if(el&&window.Plotly){Plotly.newPlot(el,[{type:'bar',x:d.hist[0],y:d.hist[1],marker:{color:'#69c'}}],
-{height:260,margin:{l:40,r:10,t:10,b:40},xaxis:{title:{text:'activation'}},yaxis:{title:{text:'tokens'}},bargap:0.05},
-{displayModeBar:false,responsive:true});}};
-function load(){const m=location.hash.match(/f=(\\d+)/);if(!m)return;const s=document.createElement('script');
-s.src='data/f'+m[1]+'.js';s.onerror=function(){view.textContent='No page for feature '+m[1]+'.';};document.body.appendChild(s);}
-window.addEventListener('hashchange',load);q.addEventListener('input',render);render();load();"""
-
-
 def write_site(stats: FeatureStats, out: str | Path, features: list[int] | None = None, title: str = "") -> Path:
-    """Write the static site into `out` (index.html + data/f<i>.js); returns the index path."""
+    """Write the static site into `out` (index.html, plotly.min.js, data/f<i>.js); returns the index path."""
     out = Path(out)
     (out / "data").mkdir(parents=True, exist_ok=True)
-    rows = index_rows(stats)
     wanted = set(range(stats.d_dict) if features is None else features)
     for i in wanted:
         page = {"id": i, "html": feature_html(stats, i, histogram="div", links=True), "hist": histogram_data(stats, i)}
-        write_atomic_text(out / "data" / f"f{i}.js", f"window.interpFeature({_js(page)});\n")
+        write_atomic_text(out / "data" / f"f{i}.js", f"window.interpFeature({safe_json(page, ascii=True)});\n")
     index = {"rows": [[r["feature"], r["density"], r["max"], " · ".join(visible(t) for t in r["top_tokens"])]
-                      for r in rows if r["feature"] in wanted]}
+                      for r in index_rows(stats) if r["feature"] in wanted]}
     m = stats.meta
-    title = title or f"Features of {m['arch']} at {m['hook_in']}"
-    doc = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-           f"<style>body{{margin:1em;font-family:system-ui,sans-serif}}#wrap{{display:flex;gap:1.5em}}#nav{{flex:0 0 360px;"
-           f"max-height:95vh;overflow-y:auto}}#nav td{{font-size:12px;padding:1px 4px}}.feature-row{{cursor:pointer}}"
-           f".feature-row:hover{{background:#eef}}#view{{flex:1;min-width:0}}{STYLE}</style>"
-           f"<script>{get_plotlyjs()}</script></head><body><h1>{html.escape(title)}</h1>"
-           f"<p class='meta'>{m['tokens_seen']} tokens from {html.escape(str(m['source']))}; features sorted by density. "
-           f"Search matches the top activating tokens.</p><div id='wrap'><div id='nav'><input id='q' placeholder='search top tokens'"
-           f" style='width:95%'><div id='count'></div><table><thead><tr><th>#</th><th>density</th><th>max</th><th>top tokens</th>"
-           f"</tr></thead><tbody id='list'></tbody></table></div><div id='view'><p>Pick a feature.</p></div></div>"
-           f"<script>const INDEX={_js(index)};\n{_APP}</script></body></html>")
-    write_atomic_text(out / "index.html", doc)
+    write_atomic_text(out / PLOTLY_FILE, get_plotlyjs())
+    page = render("site.html.j2", title=title or f"Features of {m['arch']} at {m['hook_in']}", index=index,
+                  tokens_seen=m["tokens_seen"], source=m["source"], plotly_file=PLOTLY_FILE)
+    write_atomic_text(out / "index.html", page)
     return out / "index.html"

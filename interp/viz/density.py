@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import plotly.graph_objects as go
 import torch
 
@@ -16,3 +18,9 @@ def density_histogram(density: torch.Tensor, title: str = "Latent density") -> g
         xaxis_title="log10(firing density)", yaxis_title="latents", bargap=0.02, template="plotly_white",
     )
     return fig
+
+
+def write_density_page(path: str | Path, density: torch.Tensor, title: str = "Latent density") -> Path:
+    """Write the histogram of `density` [d_dict] as a self-contained page (plotly.js inlined) at `path`."""
+    density_histogram(density, title=title).write_html(path, include_plotlyjs=True)
+    return Path(path)

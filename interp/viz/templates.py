@@ -1,0 +1,77 @@
+"""The one place HTML is made: jinja2 templates shipped in `interp/viz/templates/`, rendered with autoescaping.
+
+Every `{{ value }}` in a template is escaped (`html.escape`, quotes included) unless it is `Markup`; only
+figure HTML from plotly's own writer and the library's own CSS and scripts (`static`) are marked so. Token
+strings go through the `visible` filter first (control characters shown as symbols). JSON in a data island
+goes through `tojson` (`<`, `>`, `&` and line separators as unicode escapes, so no string can end the
+script element). Undefined names are errors, not empty strings.
+
+Line breaks and the indentation after them in a template are layout for its reader and are not output
+(contexts are shown with `white-space:pre`, where a stray newline would show): write a space where one is
+meant, before the line break.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import unicodedata
+from functools import cache
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from jinja2.ext import Extension
+from jinja2.lexer import Token
+from markupsafe import Markup
+
+_VISIBLE = {"\n": "↵", "\t": "⇥", "\r": "␍"}
+
+
+class _DropLineBreaks(Extension):
+    """Remove each line break in a template's own text together with the indentation that follows it."""
+
+    def filter_stream(self, stream):
+        for token in stream:
+            yield Token(token.lineno, "data", re.sub(r"\n\s*", "", token.value)) if token.type == "data" else token
+
+
+def _escape(value) -> Markup:
+    """What every `{{ value }}` outputs: Markup unchanged, anything else `str()` then `html.escape`d."""
+    return value if hasattr(value, "__html__") else Markup(html.escape(str(value), quote=True))
+
+
+def visible(text: str) -> str:
+    """`text` with newline/tab/CR shown as symbols and other control characters as \\xNN (still unescaped)."""
+    return "".join(_VISIBLE.get(c, f"\\x{ord(c):02x}" if unicodedata.category(c) in ("Cc", "Cs") else c) for c in text)
+
+
+def safe_json(data, ascii: bool = False) -> str:
+    """JSON that is safe inside a <script> element or a .js file: no '<', '>', '&' or line separators appear
+    literally. ascii=True also writes every other non-ASCII character as a unicode escape."""
+    text = json.dumps(data, ensure_ascii=ascii)
+    for char, escape in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(char, escape)
+    return text
+
+
+@cache
+def environment() -> Environment:
+    """The jinja2 environment of `interp.viz` (autoescaping, strict undefined, line breaks dropped)."""
+    env = Environment(loader=PackageLoader("interp.viz", "templates"), autoescape=True, undefined=StrictUndefined,
+                      finalize=_escape, extensions=[_DropLineBreaks], keep_trailing_newline=False)
+    env.filters.update(visible=visible, num=format, tojson=lambda data: Markup(safe_json(data)))
+    env.globals.update(static=static)
+    return env
+
+
+def render(name: str, **context) -> str:
+    """Render the template `name` (a file in interp/viz/templates/) with `context`."""
+    return environment().get_template(name).render(**context)
+
+
+def static(name: str) -> Markup:
+    """The text of a CSS or JS file shipped in interp/viz/templates/, trusted as the library's own code."""
+    if not name.endswith((".css", ".js")):
+        raise ValueError(f"static() serves the library's .css and .js files, not {name!r}; render templates with render().")
+    source, _, _ = environment().loader.get_source(environment(), name)
+    return Markup(source.removesuffix("\n"))
