@@ -51,6 +51,7 @@ class AttributionGraph:
     influence: torch.Tensor = None  # [n] on the logits, before pruning
     scores: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
+    validation: dict = field(default_factory=dict)  # interp.circuits.validation.validate(...), if run
 
     # --- node layout -----------------------------------------------------------
     @property
@@ -121,7 +122,8 @@ class AttributionGraph:
         edges = [{"source": nodes[s]["id"], "target": nodes[t]["id"], "weight": self.adjacency[t, s].item()}
                  for t, s in zip(targets.tolist(), sources.tolist())]
         return {"schema": SCHEMA, "prompt": self.prompt, "tokens": self.tokens, "token_strings": self.token_strings,
-                "n_layers": self.n_layers, "scores": self.scores, "meta": self.meta, "nodes": nodes, "edges": edges}
+                "n_layers": self.n_layers, "scores": self.scores, "meta": self.meta, "nodes": nodes, "edges": edges,
+                **({"validation": self.validation} if self.validation else {})}
 
     def save_json(self, path: str | Path) -> Path:
         write_atomic_text(Path(path), json.dumps(self.to_json(), indent=1))
