@@ -35,7 +35,10 @@ BASE = ("W_enc", "b_enc", "W_dec", "b_dec")
 
 WRITE = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "jumprelu",
          "matryoshka": "jumprelu"}  # ours -> SAELens
-READ = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "batchtopk"}  # SAELens -> ours
+READ = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "batchtopk", "gated": "jumprelu",
+        "transcoder": "relu", "skip_transcoder": "relu", "jumprelu_transcoder": "jumprelu"}  # SAELens -> ours
+TRANSCODERS = {"relu": "transcoder", "jumprelu": "jumprelu_transcoder", "batchtopk": "jumprelu_transcoder",
+               "matryoshka": "jumprelu_transcoder"}  # ours, as a transcoder -> SAELens
 PLACEHOLDERS = {"relu": {"l1_coeff": 1.0}, "jumprelu": {"l0_coeff": 1.0}}  # training-only, not in SAELens files
 META_TO_TRAINING = {"dataset_path": "source", "context_size": "n_ctx"}
 FLAT_RENAMES = {"hook_point": "hook_name", "hook_point_head_index": "hook_head_index", "activation_fn_str": "activation_fn"}
@@ -54,6 +57,13 @@ def _log_threshold(t, path):
     return {"log_threshold": th.clamp_min(torch.finfo(th.dtype).tiny).log()}
 
 
+def _gated(t, path):
+    """SAELens gated: (x W + b_gate > 0) * relu(x W e^r + b_mag) is exactly our jumprelu with W_enc = W e^r,
+    b_enc = b_mag and threshold b_mag - e^r b_gate (the gate condition, rewritten on the magnitude pre-activation)."""
+    scale = t["r_mag"].exp()
+    return {"W_enc": t["W_enc"] * scale, "b_enc": t["b_mag"], **_log_threshold({"threshold": t["b_mag"] - scale * t["b_gate"]}, path)}
+
+
 def _uniform_threshold(t, path):
     th = t["threshold"]
     if not (th == th[0]).all():
@@ -66,22 +76,27 @@ READ_EXTRA = {  # (SAELens arch, our arch) -> our extra tensors
     ("jumprelu", "batchtopk"): _uniform_threshold,
     ("jumprelu", "matryoshka"): _uniform_threshold,
     ("batchtopk", "batchtopk"): lambda t, path: {"threshold": t["topk_threshold"]},
+    ("gated", "jumprelu"): _gated,
+    ("skip_transcoder", "relu"): lambda t, path: {"W_skip": t["W_skip"].T},
+    ("jumprelu_transcoder", "jumprelu"): _log_threshold,
+    ("jumprelu_transcoder", "batchtopk"): _uniform_threshold,
+    ("jumprelu_transcoder", "matryoshka"): _uniform_threshold,
 }
-EXTRA_SHAPES = {"jumprelu": lambda d_sae: {"threshold": (d_sae,)}, "batchtopk": lambda d_sae: {"topk_threshold": ()}}
+EXTRA_SHAPES = {"jumprelu": lambda c: {"threshold": (c.d_dict,)}, "batchtopk": lambda c: {"topk_threshold": ()},
+                "jumprelu_transcoder": lambda c: {"threshold": (c.d_dict,)}, "skip_transcoder": lambda c: {"W_skip": (c.d_out, c.d_in)},
+                "gated": lambda c: {"b_gate": (c.d_dict,), "b_mag": (c.d_dict,), "r_mag": (c.d_dict,)}}
 
 
 # --- writing -----------------------------------------------------------------
 def save_saelens(dictionary: Dictionary, folder: str | Path) -> Path:
     """Write `dictionary` as SAELens would save it; pass `d.exported(...)` if it was trained on scaled inputs."""
     cfg = dictionary.cfg
-    if cfg.arch not in WRITE:
-        raise ValueError(f"SAELens has no layout for architecture {cfg.arch!r}; supported: {sorted(WRITE)}.")
-    if cfg.d_out != cfg.d_in or cfg.hook_out != cfg.hook_in:
-        raise ValueError("The SAELens SAE layout reads and writes one activation (d_out == d_in, hook_out == hook_in); "
-                         f"got d_in={cfg.d_in}, d_out={cfg.d_out}, hook_in={cfg.hook_in!r}, hook_out={cfg.hook_out!r}.")
+    theirs = saelens_architecture(cfg)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {**{n: getattr(dictionary, n) for n in BASE}, **WRITE_EXTRA.get(cfg.arch, lambda d: {})(dictionary)}
+    if theirs == "skip_transcoder":
+        tensors["W_skip"] = dictionary.W_skip.T  # SAELens applies x @ W_skip.T
     tmp = folder / (WEIGHTS_FILE + ".tmp")
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp)
     tmp.replace(folder / WEIGHTS_FILE)
@@ -89,18 +104,38 @@ def save_saelens(dictionary: Dictionary, folder: str | Path) -> Path:
     return folder
 
 
+def is_transcoder(cfg: DictionaryConfig) -> bool:
+    return cfg.hook_out != cfg.hook_in or cfg.d_out != cfg.d_in or cfg.skip
+
+
+def saelens_architecture(cfg: DictionaryConfig) -> str:
+    """SAELens's architecture name for `cfg`, or a ValueError saying why SAELens has none."""
+    table = TRANSCODERS if is_transcoder(cfg) else WRITE
+    kind = "transcoder" if is_transcoder(cfg) else "SAE"
+    if cfg.arch not in table:
+        raise ValueError(f"SAELens has no {kind} layout for architecture {cfg.arch!r}; supported: {sorted(table)}.")
+    if is_transcoder(cfg) and cfg.subtract_b_dec:
+        raise ValueError("SAELens transcoders never subtract b_dec from their input (apply_b_dec_to_input=False); "
+                         "this transcoder has subtract_b_dec=True.")
+    if cfg.skip and cfg.arch != "relu":
+        raise ValueError(f"SAELens's skip_transcoder is ReLU only; this skip transcoder is {cfg.arch!r}.")
+    return "skip_transcoder" if cfg.skip else table[cfg.arch]
+
+
 def saelens_config(cfg: DictionaryConfig) -> dict:
     """The cfg.json contents, in SAELens's field order."""
-    theirs = WRITE[cfg.arch]
+    theirs = saelens_architecture(cfg)
     meta = {"sae_lens_version": LAYOUT_VERSION, "sae_lens_training_version": None,
             "model_name": cfg.model or None, "hook_name": cfg.hook_in or None, "hook_head_index": None,
+            **({"hook_name_out": cfg.hook_out or None} if is_transcoder(cfg) else {}),
             "prepend_bos": True,  # our contexts start with BOS (interp.data.tokens)
             **{key: cfg.training.get(ours) for key, ours in META_TO_TRAINING.items()}, "interp": to_dict(cfg)}
     out = {"d_in": cfg.d_in, "d_sae": cfg.d_dict, "dtype": cfg.dtype, "device": "cpu",
            "apply_b_dec_to_input": cfg.subtract_b_dec, "normalize_activations": "none",
            "reshape_activations": "none", "metadata": meta}
     topk = {"k": cfg.k, "rescale_acts_by_decoder_norm": False} if theirs == "topk" else {}
-    return {**out, **topk, "architecture": theirs}
+    d_out = {"d_out": cfg.d_out} if is_transcoder(cfg) else {}
+    return {**out, **topk, **d_out, "architecture": theirs}
 
 
 # --- reading -----------------------------------------------------------------
@@ -168,9 +203,13 @@ def _our_config(top: dict, meta: dict, theirs: str, path: Path) -> DictionaryCon
     block = meta.get("interp") or {}
     if not isinstance(block, dict):
         raise ValueError(f"{path}: field 'metadata.interp' should be an object, got {block!r}.")
-    ours = block["arch"] if WRITE.get(block.get("arch")) == theirs else READ[theirs]
+    mine = block.get("arch")
+    written = (WRITE.get(mine), TRANSCODERS.get(mine), "skip_transcoder" if mine == "relu" else None)
+    ours = mine if theirs in written else READ[theirs]
     hook = meta.get("hook_name") or ""
-    owned = {"arch": ours, "d_in": d_in, "d_dict": d_sae, "d_out": d_in, "hook_in": hook, "hook_out": hook,
+    d_out = _field(top, "d_out", int, path) if "transcoder" in theirs else d_in
+    owned = {"arch": ours, "d_in": d_in, "d_dict": d_sae, "d_out": d_out, "hook_in": hook,
+             "hook_out": meta.get("hook_name_out") or hook, "skip": theirs == "skip_transcoder",
              "model": meta.get("model_name") or "", "dtype": str(top.get("dtype", "float32")).removeprefix("torch."),
              "subtract_b_dec": _field(top, "apply_b_dec_to_input", bool, path)}
     if theirs in ("topk", "batchtopk"):
@@ -184,9 +223,11 @@ def _our_config(top: dict, meta: dict, theirs: str, path: Path) -> DictionaryCon
 
 
 def _read_tensors(path: Path, top: dict, theirs: str, cfg: DictionaryConfig) -> dict[str, torch.Tensor]:
-    d_in, d_sae = cfg.d_in, cfg.d_dict
-    shapes = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,)}
-    shapes.update(EXTRA_SHAPES.get(theirs, lambda n: {})(d_sae))
+    d_in, d_sae, d_out = cfg.d_in, cfg.d_dict, cfg.d_out
+    shapes = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_out), "b_dec": (d_out,)}
+    if theirs == "gated":
+        del shapes["b_enc"]
+    shapes.update(EXTRA_SHAPES.get(theirs, lambda c: {})(cfg))
     if "scaling_factor" in _tensor_names(path):  # pre-6.0 files: decode multiplies codes by it
         shapes["scaling_factor"] = (d_sae,)
     dtype = getattr(torch, cfg.dtype)
@@ -197,7 +238,7 @@ def _read_tensors(path: Path, top: dict, theirs: str, cfg: DictionaryConfig) -> 
             raise ValueError(f"{path}: tensor scaling_factor is not all ones but field 'finetuning_scaling_factor' is false.")
         t["W_dec"] = t["W_dec"] * scale[:, None]
     extra = READ_EXTRA.get((theirs, cfg.arch), lambda t, path: {})(t, path)
-    return {**{n: t[n] for n in BASE}, **extra}
+    return {**{n: t[n] for n in BASE if n in t}, **extra}
 
 
 def _tensor_names(path: Path) -> set[str]:
@@ -217,3 +258,18 @@ def _field(data: dict, name: str, kind, path: Path):
     if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
         raise ValueError(f"{path}: field {name!r} should be {getattr(kind, '__name__', kind)}, got {value!r}.")
     return value
+
+
+# --- the load_dictionary table (interp.io.load) ---------------------------------
+NAME = "saelens"
+FILES = (CFG_FILE, WEIGHTS_FILE)
+
+
+def claims(folder: Path) -> bool:
+    return (folder / CFG_FILE).is_file() and (folder / WEIGHTS_FILE).is_file()
+
+
+def read(folder: Path, hook_in: str = "", hook_out: str = "", model: str = "", **_) -> Dictionary:
+    from interp.io.build import override
+
+    return override(load_saelens(folder), hook_in, hook_out, model)

@@ -109,9 +109,41 @@ def test_written_files_use_saelens_names(arch, theirs, tmp_path):
         assert cfg["k"] == 4 and cfg["rescale_acts_by_decoder_norm"] is False
 
 
-def test_transcoder_shapes_are_refused(tmp_path):
-    with pytest.raises(ValueError, match="d_out"):
+TRANSCODER_CASES = [("relu", {}, "transcoder"), ("relu", {"skip": True}, "skip_transcoder"),
+                    ("jumprelu", {}, "jumprelu_transcoder"), ("batchtopk", {}, "jumprelu_transcoder")]
+
+
+@pytest.mark.parametrize(("arch", "extra", "theirs"), TRANSCODER_CASES)
+def test_transcoder_round_trip(arch, extra, theirs, tmp_path):
+    d = ours(arch, d_out=6, hook_out="blocks.1.hook_mlp_out", subtract_b_dec=False, **extra)
+    loaded = load_saelens(save_saelens(d, tmp_path))
+    cfg = json.loads((tmp_path / "cfg.json").read_text())
+    assert cfg["architecture"] == theirs and cfg["d_out"] == 6 and cfg["apply_b_dec_to_input"] is False
+    assert cfg["metadata"]["hook_name"] == HOOK and cfg["metadata"]["hook_name_out"] == "blocks.1.hook_mlp_out"
+    if extra.get("skip"):
+        assert load_file(tmp_path / "sae_weights.safetensors")["W_skip"].shape == (6, D_IN)  # SAELens: x @ W_skip.T
+    assert type(loaded) is type(d) and loaded.cfg == d.cfg
+    with torch.no_grad():
+        assert torch.equal(loaded.encode(x()), d.encode(x())) and torch.equal(loaded(x()), d(x()))
+
+
+def test_transcoders_that_saelens_cannot_express_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="subtract_b_dec=True"):
         save_saelens(random_dictionary("relu", d_in=8, d_dict=16, d_out=6), tmp_path)
+    with pytest.raises(ValueError, match="ReLU only"):
+        save_saelens(ours("jumprelu", skip=True, subtract_b_dec=False, hook_out="blocks.1.hook_mlp_out"), tmp_path)
+
+
+def test_reads_saelens_gated_as_jumprelu(tmp_path):
+    w = weights(b_gate=(D_SAE,), b_mag=(D_SAE,), r_mag=(D_SAE,))
+    del w["b_enc"]
+    d = load_saelens(write(tmp_path, cfg6("gated"), w))
+    sae_in = x() - w["b_dec"]  # SAELens GatedSAE.encode
+    gate = (sae_in @ w["W_enc"] + w["b_gate"]) > 0
+    mag = torch.relu(sae_in @ (w["W_enc"] * w["r_mag"].exp()) + w["b_mag"])
+    assert d.arch == "jumprelu"
+    assert torch.allclose(d.encode(x()), gate * mag, atol=1e-12)
+    assert (gate * mag > 0).any() and ((gate * mag) == 0).any()
 
 
 # --- reading hand-written SAELens folders -----------------------------------
@@ -197,7 +229,7 @@ def test_expected_average_only_in_folds_a_given_factor(tmp_path):
 @pytest.mark.parametrize(("change", "match"), [
     (lambda c: c.pop("d_sae"), "missing field 'd_sae'"),
     (lambda c: c.pop("architecture"), "missing field 'architecture'"),
-    (lambda c: c.update(architecture="gated"), "'architecture' is 'gated'"),
+    (lambda c: c.update(architecture="matryoshka_batchtopk_x"), "'architecture' is 'matryoshka_batchtopk_x'"),
     (lambda c: c.update(d_in="8"), "'d_in' should be int"),
     (lambda c: c.update(architecture="topk"), "missing field 'k'"),
     (lambda c: c.update(architecture="topk", k=2.5), "'k' is 2.5"),
