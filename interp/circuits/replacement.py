@@ -76,10 +76,19 @@ class LocalReplacement:
         self.codes, self.errors = [], []
         for layer in range(self.n_layers):
             tc, x = self.transcoders[layer], self.mlp_in(layer)
-            codes = tc.encode(x.to(tc.W_enc.dtype)).float() * self.feature_positions[:, None]
-            sparse_out = codes @ tc.W_dec.float() + tc.b_dec.float()
-            self.codes.append(codes)
-            self.errors.append(self.cache[f"blocks.{layer}.hook_mlp_out"][0] - sparse_out - self._skip(layer, x))
+            self.codes.append(tc.encode(x.to(tc.W_enc.dtype)).float() * self.feature_positions[:, None])
+        for layer in range(self.n_layers):  # a cross-layer transcoder's earlier layers write here too
+            sparse_out = self.transcoders[layer].b_dec.float() + sum(
+                self.codes[source] @ self.decoders(source)[layer] for source in range(layer + 1) if layer in self.decoders(source))
+            self.errors.append(self.cache[f"blocks.{layer}.hook_mlp_out"][0] - sparse_out - self._skip(layer, self.mlp_in(layer)))
+
+    def decoders(self, source: int) -> dict[int, torch.Tensor]:
+        """{MLP layer: W [d_dict, d_model]} that layer `source`'s features write to: their own layer's W_dec, and for
+        a cross-layer transcoder's view (`W_dec_cross` [d_dict, n_layers - source - 1, d_model]) every later layer."""
+        tc = self.transcoders[source]
+        cross = getattr(tc, "W_dec_cross", None)
+        later = {} if cross is None else {source + 1 + i: cross[:, i].float() for i in range(cross.shape[1])}
+        return {source: tc.W_dec.float(), **later}
 
     def mlp_in(self, layer: int) -> torch.Tensor:
         """[n_pos, d_model] the MLP's (normalised) input on the prompt."""
@@ -186,8 +195,9 @@ class LocalReplacement:
             rows = (features[:, 0] == layer).nonzero()[:, 0]
             if len(rows):
                 pos, idx = features[rows, 1], features[rows, 2]
-                written = self.codes[layer][pos, idx][:, None] * self.transcoders[layer].W_dec[idx].float()
-                feature_edges[:, rows] = torch.einsum("bpd,fd->bpf", g_mlp[layer], written)[:, pos, torch.arange(len(rows), device=g_embed.device)]
+                activation = self.codes[layer][pos, idx][:, None]
+                feature_edges[:, rows] = sum((g_mlp[target][:, pos] * (activation * W[idx])).sum(-1)  # into every layer it writes
+                                             for target, W in self.decoders(layer).items())
         error_edges = torch.stack([(g * e).sum(-1) for g, e in zip(g_mlp, self.errors)], 1).flatten(1)
         embed_edges = (g_embed * self.embedding).sum(-1)
         return torch.cat([feature_edges, error_edges, embed_edges], 1).cpu()
