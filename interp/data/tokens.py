@@ -29,9 +29,7 @@ def iter_texts(source: str, split: str = "train", text_column: str = "text") -> 
 
     path = Path(source)
     if path.exists():
-        files = sorted(p for p in path.rglob("*") if p.suffix in _BUILDERS) if path.is_dir() else [path]
-        if not files:
-            raise ValueError(f"No text files ({', '.join(_BUILDERS)}) under {source}.")
+        files = local_files(path)
         builder = _BUILDERS.get(files[0].suffix)
         if builder is None:
             raise ValueError(f"Cannot read {files[0].name}: expected one of {', '.join(_BUILDERS)}.")
@@ -44,6 +42,14 @@ def iter_texts(source: str, split: str = "train", text_column: str = "text") -> 
         if text_column not in row:
             raise ValueError(f"{source} has no column {text_column!r}; columns: {sorted(row)}. Use --text-column.")
         yield row[text_column]
+
+
+def local_files(path: Path) -> list[Path]:
+    """The files a local source reads: the file itself, or a folder's text files in order."""
+    files = sorted(p for p in path.rglob("*") if p.suffix in _BUILDERS) if path.is_dir() else [path]
+    if not files:
+        raise ValueError(f"No text files ({', '.join(_BUILDERS)}) under {path}.")
+    return files
 
 
 def _holdout(rows, split: str):

@@ -30,6 +30,7 @@ from interp.dictionary import Dictionary
 from interp.distributed import (any_rank, average_buffers, average_gradients, broadcast_module, broadcast_object,
                                 gather_batches, gather_objects, gather_to_main, union, world)
 from interp.training.losses import dead_latent_auxk, normalize_rows, reconstruction_loss, remove_parallel_grad
+from interp.training.run_folder import transaction
 from interp.training.stacked import StackedTrainee, stack_trainees
 
 
@@ -126,9 +127,10 @@ class Trainee:
         self.optimizer.load_state_dict(state)
 
 
+@transaction
 def train(dictionaries: list[Dictionary], store: BlockStream, cfg: TrainConfig, out_dir: str | Path,
           input_key: str | list[str] = "x", target_key: str | list[str] | None = None, resume: bool = False,
-          log: Callable[[int, list[dict[str, float]]], None] | None = None) -> list[Dictionary]:
+          log: Callable[[int, list[dict[str, float]]], None] | None = None, overwrite: bool = False) -> list[Dictionary]:
     """Train every dictionary on the same stream; return them folded to act on raw activations.
 
     `input_key`/`target_key` name the store keys each dictionary reads and reconstructs: one
@@ -137,7 +139,9 @@ def train(dictionaries: list[Dictionary], store: BlockStream, cfg: TrainConfig, 
     Under torchrun `cfg.parallel` chooses data- or module-parallel training; either way every
     rank returns every trained dictionary.
 
-    The checkpoint lives in `out_dir`; pass `resume=True` to continue from it.
+    The checkpoint lives in `out_dir`; pass `resume=True` to continue from it. `out_dir` is locked
+    while training, and an interrupted or finished run in it is replaced only with `overwrite=True`
+    (interp.training.run_folder).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

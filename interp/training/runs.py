@@ -9,6 +9,7 @@ import torch
 
 from interp.config import write_atomic_text
 from interp.dictionary import Dictionary
+from interp.training.run_folder import transaction
 from interp.viz.density import density_histogram
 
 METRICS_FILE = "metrics.json"
@@ -25,13 +26,16 @@ def read_metrics(folder: Path) -> dict:
     return json.loads((Path(folder) / METRICS_FILE).read_text())
 
 
+@transaction
 def train_and_save(model, store, dictionaries: list[Dictionary], train_cfg, out_dir: Path, eval_tokens: torch.Tensor,
                    names: list[str] | None = None, resume: bool = False, input_key: str | list[str] = "x",
-                   target_key: str | list[str] | None = None, log=None) -> list[Path]:
+                   target_key: str | list[str] | None = None, log=None, overwrite: bool = False) -> list[Path]:
     """Train `dictionaries` on one stream, then write one run folder per dictionary with its metrics.
 
     A single dictionary's run folder is `out_dir`; a sweep's are `out_dir/<name>`. Under torchrun
     rank 0 writes every folder; module-parallel ranks first evaluate the dictionaries they trained.
+    `out_dir` stays locked until every folder is written; `overwrite=True` replaces a run already there
+    (interp.training.run_folder).
     """
     from interp.analysis.evals import evaluate
     from interp.training.loop import train

@@ -82,7 +82,8 @@ SIZES = [40, 37, 40, 29, 40, 33, 40]  # rows per shard; uneven, so rows carry fr
 
 def synthetic_cache(folder):
     """Shard s's row i is [s, i, noise]: every row says where it came from."""
-    cache = ShardCache(folder, {"hooks": {"x": "synthetic"}, "gradients": {}})
+    cache = ShardCache(folder, {"model": "none", "hooks": {"x": "synthetic"}, "gradients": {}, "source": "synthetic",
+                                "split": "train", "n_ctx": 0})
     for s, n in enumerate(SIZES):
         cache.write(s, {"x": torch.cat([torch.full((n, 1), float(s)), torch.arange(n).float()[:, None], torch.randn(n, 2)], 1)})
     return torch.cat([cache.read(s)["x"] for s in range(len(SIZES))])
