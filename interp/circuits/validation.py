@@ -126,3 +126,11 @@ def _frozen_runner(model, transcoders, tokens):
 def _demeaned_last(logits: torch.Tensor) -> torch.Tensor:
     last = logits[:, -1].float().cpu()
     return last - last.mean(-1, keepdim=True)
+
+
+def summary(validation: dict) -> str:
+    """One line: how many nodes, correlation, sign agreement, time."""
+    r = validation["correlation"]
+    return (f"validated {validation['n_nodes']} nodes ({validation['attention']} attention) in "
+            f"{validation['seconds']:.1f} s: correlation {'undefined' if r is None else f'{r:.3f}'}, "
+            f"same sign {validation['sign_agreement']:.0%}")

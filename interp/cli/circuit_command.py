@@ -26,6 +26,8 @@ def add_arguments(p) -> None:
     p.add_argument("--source", default="shakespeare", help="text for top contexts (as for `interp train`)")
     p.add_argument("--n-ctx", type=int, default=128)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--validate", type=int, default=16, help="ablate the N most influential feature nodes in the real "
+                   "model and compare with the graph's predictions, in the report and JSON (0: skip)")
 
 
 def run(args) -> int:
@@ -46,6 +48,11 @@ def run(args) -> int:
                       logit_probability=args.logit_probability, max_feature_nodes=args.max_features,
                       batch_size=args.batch_size, node_threshold=args.node_threshold, edge_threshold=args.edge_threshold)
     graph.meta["transcoders"] = str(Path(args.transcoders).resolve())
+    if args.validate:
+        from interp.circuits.validation import summary, validate
+
+        graph.validation = validate(model, transcoders, graph, n_nodes=args.validate)
+        print(summary(graph.validation))
     out = Path(args.out)
     json_path = Path(args.json) if args.json else out.with_suffix(".json")
     graph.save_json(json_path)

@@ -22,6 +22,7 @@ import plotly.graph_objects as go
 
 from interp.viz.report import Report
 from interp.viz.templates import static, visible
+from interp.viz.validation import add_validation
 
 KIND_STYLE = {  # marker symbol, colour
     "token": ("diamond", "#555"),
@@ -151,6 +152,8 @@ def circuit_report(graph_json: dict, path: str | Path | None = None, contexts: d
     rows = [{"logit": repr(n["token"]), "probability": n["probability"], "source": src, "direct effect": w}
             for n in top_logits for src, w in details.get(n["id"], {}).get("inputs", [])[:4]]
     report.add_table(rows or [{"logit": repr(n["token"]), "probability": n["probability"]} for n in top_logits])
+    if graph_json.get("validation"):
+        add_validation(report, graph_json["validation"])
     if path is not None:
         report.write(path)
     return report

@@ -95,3 +95,38 @@ def test_agreement_known_answers():
     assert agreement(p, -p) == {"correlation": pytest.approx(-1.0), "sign_agreement": 0.0}
     assert agreement(p, torch.tensor([[1.0, 2.0], [3.0, 0.5]]))["sign_agreement"] == 0.75
     assert agreement(p[:1, :1], p[:1, :1])["correlation"] is None
+
+
+def test_report_shows_the_validation_with_token_strings_escaped(setup, tiny, tmp_path):
+    from interp.circuits import write_report
+    from interp.viz.report import Report
+    from interp.viz.validation import add_validation, validation_figure
+
+    tcs, graph = setup
+    graph.validation = validate(tiny, tcs, graph, n_nodes=3, progress=False)
+    page = write_report(tiny, tcs, graph, tmp_path / "r.html").read_text()
+    graph.validation = {}
+    assert "Validation: ablating the top nodes" in page and "measured in the real model" in page
+    hostile = validate(tiny, tcs, graph, n_nodes=2, progress=False)
+    hostile["logit_strings"] = ["<b>evil</b>"] * len(hostile["logit_tokens"])
+    fig = validation_figure(hostile)
+    assert all("<b>" not in t.name and all("<b>" not in h for h in t.hovertext) for t in fig.data[:-1])
+    assert len(fig.data) == len(hostile["logit_tokens"]) + 1  # one trace per logit and the diagonal
+    page = add_validation(Report("t"), hostile).html()
+    assert "&lt;b&gt;evil" in page and "<b>evil" not in page
+
+
+def test_interp_circuit_validates_by_default(setup, tmp_path, capsys):
+    from interp.cli import main
+
+    tcs, _ = setup
+    for layer, tc in tcs.items():
+        tc.save(tmp_path / "tcs" / f"layer_{layer}")
+    common = ["circuit", "--prompt", PROMPT, "--transcoders", str(tmp_path / "tcs"), "--model",
+              "tiny:n_layers=2,d_model=32,n_heads=4,d_mlp=64,n_ctx=64", "--contexts", "0"]
+    assert main([*common, "--out", str(tmp_path / "a.html"), "--validate", "3"]) == 0
+    assert "validated 3 nodes" in capsys.readouterr().out
+    assert json.loads((tmp_path / "a.json").read_text())["validation"]["n_nodes"] == 3
+    assert "Validation: ablating the top nodes" in (tmp_path / "a.html").read_text()
+    assert main([*common, "--out", str(tmp_path / "b.html"), "--validate", "0"]) == 0
+    assert "validation" not in json.loads((tmp_path / "b.json").read_text())
