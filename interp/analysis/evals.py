@@ -2,9 +2,19 @@
 explained variance, cosine), downstream loss with the dictionary spliced in
 (CE, CE recovered against zero ablation, KL to the clean model), and latent
 density (dead and dense fractions). BOS positions are excluded throughout.
+
+The clean, spliced and zero-ablated passes share every block before the
+earliest hook, so `evaluate_many` runs that prefix once per batch and then only
+the remaining blocks for each variant (TransformerLens `start_at_layer`); the
+clean and zero-ablated losses do not depend on the dictionary, so N dictionaries
+cost one prefix plus N + 1 + (distinct hook_out) suffix passes instead of 3N
+full passes. `evaluate_reference` is the plain three-full-pass version the
+fast path is tested against.
 """
 
 from __future__ import annotations
+
+import re
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +25,7 @@ from interp.dictionary import Dictionary
 from interp.hooks import replace_hooks, splice_hooks
 
 DENSE_THRESHOLD = 0.1  # a latent firing on more than 10% of tokens counts as dense
+ROWS = 64  # predictions per chunk of the loss computation: [ROWS, d_vocab] stays in cache
 
 
 class _Sums:
@@ -29,14 +40,56 @@ class _Sums:
         self.kl = 0.0
         self.predictions = 0
 
+    def result(self) -> tuple[dict[str, float], torch.Tensor]:
+        return _metrics(self), self.fires.double() / max(1, self.tokens)
+
 
 @torch.no_grad()
 def evaluate(model, dictionary: Dictionary, tokens: torch.Tensor, batch_size: int = 8) -> tuple[dict[str, float], torch.Tensor]:
     """Metrics on `tokens` [n, n_ctx]; also returns each latent's firing density [d_dict]."""
+    return evaluate_many(model, [dictionary], tokens, batch_size)[0]
+
+
+@torch.no_grad()
+def evaluate_many(model, dictionaries: list[Dictionary], tokens: torch.Tensor,
+                  batch_size: int = 8) -> list[tuple[dict[str, float], torch.Tensor]]:
+    """(metrics, density [d_dict]) of each dictionary on `tokens` [n, n_ctx], sharing the model passes."""
+    if not dictionaries:
+        return []
+    sums = [_Sums(d.cfg.d_dict, d.cfg.d_out) for d in dictionaries]
+    names = [(_alias(model, d.cfg.hook_in), _alias(model, d.cfg.hook_out)) for d in dictionaries]
+    start = _first_block(model, [n for pair in names for n in pair])
+    device = dictionaries[0].W_enc.device
+    for chunk in tqdm(tokens.split(batch_size), desc="eval", unit="batch", leave=False):
+        chunk = chunk.to(device)
+        mask = token_mask(model, chunk)
+        rows = _Predictions(model, chunk)
+        resid, kwargs = _prefix(model, chunk, start)
+        acts = {}
+        capture = [(n, lambda act, hook: acts.__setitem__(hook.name, act)) for n in dict.fromkeys(sum(names, ()))]
+        clean = model.run_with_hooks(resid, fwd_hooks=capture, **kwargs)
+        ce_clean = rows.ce(clean)
+        ce_zero = {out: rows.ce(model.run_with_hooks(resid, fwd_hooks=replace_hooks(out, torch.zeros_like, mask), **kwargs))
+                   for out in dict.fromkeys(out for _, out in names)}
+        for d, s, (name_in, name_out) in zip(dictionaries, sums, names):
+            x = acts[name_in].reshape(*mask.shape, -1)[mask].to(d.W_enc.dtype)
+            _accumulate_reconstruction(s, d, x, acts[name_out].reshape(*mask.shape, -1)[mask].double())
+            hooks = [(_alias(model, n), fn) for n, fn in splice_hooks(d, mask)]
+            ce_spliced, kl = rows.ce_kl(clean, model.run_with_hooks(resid, fwd_hooks=hooks, **kwargs))
+            for key, value in (("clean", ce_clean), ("spliced", ce_spliced), ("zero", ce_zero[name_out])):
+                s.ce[key] += value
+            s.kl += kl
+            s.predictions += rows.n
+    return [s.result() for s in sums]
+
+
+@torch.no_grad()
+def evaluate_reference(model, dictionary: Dictionary, tokens: torch.Tensor, batch_size: int = 8) -> tuple[dict[str, float], torch.Tensor]:
+    """The slow reference: three full forward passes per batch, losses from float64 log-softmaxes."""
     cfg = dictionary.cfg
     s = _Sums(cfg.d_dict, cfg.d_out)
     device = dictionary.W_enc.device
-    for chunk in tqdm(tokens.split(batch_size), desc="eval", unit="batch", leave=False):
+    for chunk in tqdm(tokens.split(batch_size), desc="eval (reference)", unit="batch", leave=False):
         chunk = chunk.to(device)
         mask = token_mask(model, chunk)
         logits, cache = model.run_with_cache(chunk, names_filter=[cfg.hook_in, cfg.hook_out])
@@ -45,8 +98,73 @@ def evaluate(model, dictionary: Dictionary, tokens: torch.Tensor, batch_size: in
         _accumulate_reconstruction(s, dictionary, x, y)
         spliced = model.run_with_hooks(chunk, fwd_hooks=splice_hooks(dictionary, mask))
         zero = model.run_with_hooks(chunk, fwd_hooks=replace_hooks(cfg.hook_out, torch.zeros_like, mask))
-        _accumulate_loss(s, model, chunk, logits, spliced, zero)
-    return _metrics(s), s.fires.double() / max(1, s.tokens)
+        _accumulate_loss_reference(s, model, chunk, logits, spliced, zero)
+    return s.result()
+
+
+def _alias(model, name: str) -> str:
+    """blocks.L.hook_resid_post is the tensor blocks.L+1.hook_resid_pre: naming it so starts the suffix a block later."""
+    m = re.fullmatch(r"blocks\.(\d+)\.hook_resid_post", name)
+    if m and int(m.group(1)) + 1 < model.cfg.n_layers:
+        return f"blocks.{int(m.group(1)) + 1}.hook_resid_pre"
+    return name
+
+
+def _first_block(model, names: list[str]) -> int | None:
+    """The earliest block any hook in `names` sits in (n_layers for ln_final/unembed); None for embedding hooks."""
+    blocks = []
+    for name in names:
+        m = re.match(r"blocks\.(\d+)\.", name)
+        if m:
+            blocks.append(int(m.group(1)))
+        elif name.startswith(("ln_final.", "unembed.")):
+            blocks.append(model.cfg.n_layers)
+        else:
+            return None
+    return min(blocks)
+
+
+def _prefix(model, tokens: torch.Tensor, start: int | None) -> tuple[torch.Tensor, dict]:
+    """The residual [batch, pos, d_model] entering block `start`, and the forward kwargs that resume from it."""
+    if start is None:  # a hook in the embedding: every pass runs in full
+        return tokens, {}
+    resid, _, pos_embed, attention_mask = model.input_to_embed(tokens)
+    kwargs = {"start_at_layer": start, "shortformer_pos_embed": pos_embed, "attention_mask": attention_mask}
+    resid = model(resid, start_at_layer=0, stop_at_layer=start, shortformer_pos_embed=pos_embed, attention_mask=attention_mask)
+    return resid, kwargs
+
+
+class _Predictions:
+    """The scored next-token predictions of a batch (targets that are not BOS), and their losses from
+    logits [batch, pos, d_vocab], computed ROWS predictions at a time so no [n, d_vocab] copy is made."""
+
+    def __init__(self, model, tokens: torch.Tensor):
+        keep = token_mask(model, tokens[:, 1:])
+        self.batch, self.pos = keep.nonzero(as_tuple=True)
+        self.targets = tokens[:, 1:][keep]
+        self.n = len(self.targets)
+
+    def _chunks(self, *logits: torch.Tensor):
+        for i in range(0, self.n, ROWS):
+            b, p, t = self.batch[i:i + ROWS], self.pos[i:i + ROWS], self.targets[i:i + ROWS, None]
+            yield t, *(z[b, p].float() for z in logits)
+
+    def ce(self, logits: torch.Tensor) -> float:
+        """Summed cross-entropy of the predictions."""
+        total = torch.zeros((), dtype=torch.float64, device=logits.device)
+        for t, z in self._chunks(logits):
+            total += (torch.logsumexp(z, -1) - z.gather(-1, t)[:, 0]).sum(dtype=torch.float64)
+        return total.item()
+
+    def ce_kl(self, clean: torch.Tensor, spliced: torch.Tensor) -> tuple[float, float]:
+        """Summed cross-entropy of `spliced` and summed KL(clean || spliced) over the predictions."""
+        ce = torch.zeros((), dtype=torch.float64, device=clean.device)
+        kl = torch.zeros((), dtype=torch.float64, device=clean.device)
+        for t, zc, zs in self._chunks(clean, spliced):
+            lse_c, lse_s = torch.logsumexp(zc, -1, keepdim=True), torch.logsumexp(zs, -1, keepdim=True)
+            ce += (lse_s - zs.gather(-1, t)).sum(dtype=torch.float64)
+            kl += ((zc - lse_c).exp() * ((zc - zs) - (lse_c - lse_s))).sum(dtype=torch.float64)
+        return ce.item(), kl.item()
 
 
 def _accumulate_reconstruction(s: _Sums, dictionary: Dictionary, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -62,7 +180,7 @@ def _accumulate_reconstruction(s: _Sums, dictionary: Dictionary, x: torch.Tensor
     s.fires += active.sum(0).cpu()
 
 
-def _accumulate_loss(s: _Sums, model, tokens, clean, spliced, zero) -> None:
+def _accumulate_loss_reference(s: _Sums, model, tokens, clean, spliced, zero) -> None:
     keep = token_mask(model, tokens[:, 1:])  # predictions of BOS (document boundaries) are not scored
     targets = tokens[:, 1:][keep]
     logp = {name: logits[:, :-1][keep].double().log_softmax(-1) for name, logits in

@@ -37,7 +37,7 @@ def train_and_save(model, store, dictionaries: list[Dictionary], train_cfg, out_
     `out_dir` stays locked until every folder is written; `overwrite=True` replaces a run already there
     (interp.training.run_folder).
     """
-    from interp.analysis.evals import evaluate
+    from interp.analysis.evals import evaluate_many
     from interp.training.loop import train
 
     from interp.distributed import gather_to_main, world
@@ -47,7 +47,8 @@ def train_and_save(model, store, dictionaries: list[Dictionary], train_cfg, out_
     folders = [out_dir] if len(trained) == 1 else [out_dir / n for n in (names or [str(i) for i in range(len(trained))])]
     rank, world_size = world()
     owner = (lambda i: i % world_size) if train_cfg.parallel == "module" else (lambda i: 0)
-    mine = {i: evaluate(model, d, eval_tokens) for i, d in enumerate(trained) if owner(i) == rank}
+    ids = [i for i in range(len(trained)) if owner(i) == rank]  # evaluated together: the model passes are shared
+    mine = dict(zip(ids, evaluate_many(model, [trained[i] for i in ids], eval_tokens)))
     parts = gather_to_main({i: (metrics, density.cpu()) for i, (metrics, density) in mine.items()})
     if rank > 0:  # every rank holds the same weights; rank 0 writes them
         return folders

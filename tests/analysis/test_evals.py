@@ -1,9 +1,10 @@
+import pytest
 import torch
 import torch.nn.functional as F
 
 from helpers import random_dictionary
 from interp.data.tokens import take_contexts
-from interp.analysis.evals import evaluate
+from interp.analysis.evals import evaluate, evaluate_many, evaluate_reference
 from test_dictionary import identity_dictionary
 
 HOOK = "blocks.1.hook_resid_mid"
@@ -59,3 +60,59 @@ def test_metrics_match_a_slow_reference(tiny):
     assert abs(m["ce_loss_zero_ablation"] - ce["zero"]) < 1e-5
     assert abs(m["fvu"] - fvu.item()) < 1e-5 * max(1, fvu.item())
     assert abs(m["l0"] - torch.cat(l0).mean().item()) < 1e-9
+
+
+# The fast path (shared prefix, suffix passes from start_at_layer, chunked float32 losses) against the
+# three-full-pass float64 reference, for hooks before, inside and after blocks and for transcoders.
+FAST_CASES = [
+    ("blocks.0.hook_resid_post", "blocks.0.hook_resid_post", 32, 32, False),  # aliased to blocks.1.hook_resid_pre
+    ("blocks.1.hook_resid_pre", "blocks.1.hook_resid_pre", 32, 32, False),
+    ("blocks.1.hook_resid_post", "blocks.1.hook_resid_post", 32, 32, False),  # last block: no alias
+    ("blocks.1.hook_mlp_out", "blocks.1.hook_mlp_out", 32, 32, False),
+    ("blocks.0.attn.hook_z", "blocks.0.attn.hook_z", 32, 32, False),  # [batch, pos, n_heads, d_head]
+    ("blocks.0.ln2.hook_normalized", "blocks.0.hook_mlp_out", 32, 32, True),  # skip transcoder
+    ("blocks.0.hook_resid_mid", "blocks.1.hook_mlp_out", 32, 32, False),  # reads and writes in different blocks
+    ("hook_embed", "hook_embed", 32, 32, False),  # in the embedding: full passes
+    ("ln_final.hook_normalized", "ln_final.hook_normalized", 32, 32, False),  # after the blocks
+]
+
+
+def hooked_dictionary(arch, hook_in, hook_out, d_in, d_out, skip=False, seed=0):
+    d = random_dictionary(arch, d_in=d_in, d_dict=64, seed=seed, dtype="float32", d_out=d_out, skip=skip,
+                          hook_in=hook_in, hook_out=hook_out, subtract_b_dec=not skip)
+    with torch.no_grad():
+        for p in d.parameters():
+            p.mul_(0.3)
+    return d
+
+
+def assert_close(fast, ref, tol=1e-5):
+    (m, density), (m_ref, density_ref) = fast, ref
+    assert m.keys() == m_ref.keys()
+    for key in m:
+        assert abs(m[key] - m_ref[key]) <= tol * max(1.0, abs(m_ref[key])), (key, m[key], m_ref[key])
+    assert torch.equal(density, density_ref)
+
+
+@pytest.mark.parametrize("hook_in, hook_out, d_in, d_out, skip", FAST_CASES)
+def test_fast_path_matches_the_reference(tiny, hook_in, hook_out, d_in, d_out, skip):
+    toks = tokens(tiny)
+    d = hooked_dictionary("topk" if not skip else "relu", hook_in, hook_out, d_in, d_out, skip)
+    fast = evaluate(tiny, d, toks, batch_size=4)
+    assert_close(fast, evaluate_reference(tiny, d, toks, batch_size=4))
+    assert fast[0]["kl_spliced"] > 1e-3 and fast[0]["ce_loss_zero_ablation"] != fast[0]["ce_loss_clean"]
+
+
+def test_a_sweep_shares_passes_and_matches_each_member_alone(tiny, monkeypatch):
+    toks = tokens(tiny)
+    sweep = [hooked_dictionary("topk", "blocks.0.hook_resid_post", "blocks.0.hook_resid_post", 32, 32, seed=s)
+             for s in range(3)] + [hooked_dictionary("relu", "blocks.1.hook_mlp_out", "blocks.1.hook_mlp_out", 32, 32)]
+    calls, forward = [], tiny.forward
+    monkeypatch.setattr(tiny, "forward", lambda *a, **kw: calls.append(kw.get("start_at_layer")) or forward(*a, **kw))
+    results = evaluate_many(tiny, sweep, toks, batch_size=6)
+    monkeypatch.undo()
+    # one batch: the prefix, then 1 clean + 2 zero-ablation (two hook_outs) + 4 spliced suffix passes
+    assert calls == [0, 1, 1, 1, 1, 1, 1, 1]
+    for d, result in zip(sweep, results):
+        assert_close(result, evaluate_reference(tiny, d, toks, batch_size=6))
+    assert evaluate_many(tiny, [], toks) == []
