@@ -1,4 +1,5 @@
 import plotly.graph_objects as go
+import pytest
 
 from interp.viz.report import Report
 
@@ -11,3 +12,16 @@ def test_report_escapes_every_string_and_embeds_figures(tmp_path):
     assert evil not in out and "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in out
     assert "0.1235" in out and out.count("Plotly.newPlot") == 1
     assert "cdn" not in out.split("<body>")[1].lower()  # nothing fetched at view time
+
+
+def test_sections_render_as_known_markup():
+    page = (Report("T").add_heading("H", 3).add_table([{"a": 0.5, "b": "x"}, {"b": 2}], digits=2).add_element("e", "span")
+            .add_data("d", {"k": "<>"}).html())
+    body = page.split("<h1>T</h1>")[1]
+    assert body == ("<h3>H</h3><table><thead><tr><th>a</th><th>b</th></tr></thead><tbody><tr><td>0.5</td><td>x</td></tr>"
+                    '<tr><td></td><td>2</td></tr></tbody></table><span id="e" class=""></span>'
+                    '<script type="application/json" id="d">{"k": "\\u003c\\u003e"}</script></body></html>')
+    for bad in (lambda r: r.add_heading("x", 7), lambda r: r.add_element("e", 'div onclick="x"'),
+                lambda r: r.add_script("</script>"), lambda r: r.add_style("</style>")):
+        with pytest.raises(ValueError):
+            bad(Report("T"))
