@@ -35,6 +35,15 @@ from interp.data.tokens import token_mask
 from interp.dictionary import Dictionary
 
 
+def decoders(transcoders: dict[int, Dictionary], source: int) -> dict[int, torch.Tensor]:
+    """{MLP layer: W [d_dict, d_model]} that layer `source`'s features write to: their own layer's W_dec, and for
+    a cross-layer transcoder's view (`W_dec_cross` [d_dict, n_layers - source - 1, d_model]) every later layer."""
+    tc = transcoders[source]
+    cross = getattr(tc, "W_dec_cross", None)
+    later = {} if cross is None else {source + 1 + i: cross[:, i].float() for i in range(cross.shape[1])}
+    return {source: tc.W_dec.float(), **later}
+
+
 @dataclass(frozen=True)
 class Target:
     """A quantity that reads the residual stream: a feature's pre-activation or a (demeaned) logit."""
@@ -83,12 +92,7 @@ class LocalReplacement:
             self.errors.append(self.cache[f"blocks.{layer}.hook_mlp_out"][0] - sparse_out - self._skip(layer, self.mlp_in(layer)))
 
     def decoders(self, source: int) -> dict[int, torch.Tensor]:
-        """{MLP layer: W [d_dict, d_model]} that layer `source`'s features write to: their own layer's W_dec, and for
-        a cross-layer transcoder's view (`W_dec_cross` [d_dict, n_layers - source - 1, d_model]) every later layer."""
-        tc = self.transcoders[source]
-        cross = getattr(tc, "W_dec_cross", None)
-        later = {} if cross is None else {source + 1 + i: cross[:, i].float() for i in range(cross.shape[1])}
-        return {source: tc.W_dec.float(), **later}
+        return decoders(self.transcoders, source)
 
     def mlp_in(self, layer: int) -> torch.Tensor:
         """[n_pos, d_model] the MLP's (normalised) input on the prompt."""
