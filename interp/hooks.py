@@ -17,17 +17,31 @@ def _flat(act: torch.Tensor) -> torch.Tensor:
     return act.reshape(*act.shape[:2], -1)
 
 
-def splice_hooks(dictionary: Dictionary, mask: torch.Tensor | None = None, with_error: bool = False):
-    """fwd_hooks for `model.run_with_hooks`; mask [batch, pos] is True where to splice."""
+def _width(act: torch.Tensor, expected: int, hook, role: str) -> torch.Tensor:
+    flat = _flat(act)
+    if flat.shape[-1] != expected:
+        raise ValueError(f"The dictionary {role} {hook.name!r} with width {expected}, but the model's activation there has "
+                         f"width {flat.shape[-1]}; it was made for another model (interp.io.check_compatible says more).")
+    return flat
+
+
+def splice_hooks(dictionary: Dictionary, mask: torch.Tensor | None = None, with_error: bool = False, model=None):
+    """fwd_hooks for `model.run_with_hooks`; mask [batch, pos] is True where to splice. Given `model`, the pairing
+    is checked up front (`interp.io.check_compatible`); widths are checked when the hooks run either way."""
     cfg = dictionary.cfg
     stash: dict[str, torch.Tensor] = {}
+    if model is not None:
+        from interp.io.compat import check_compatible
+
+        check_compatible(dictionary, model)
 
     def read(act, hook):
-        stash["x"] = _flat(act)
+        stash["x"] = _width(act, cfg.d_in, hook, "reads")
         return act
 
     def write(act, hook):
-        x = stash["x"] if cfg.hook_in != cfg.hook_out else _flat(act)
+        x = stash["x"] if cfg.hook_in != cfg.hook_out else _width(act, cfg.d_in, hook, "reads")
+        _width(act, cfg.d_out, hook, "writes")
         recon = dictionary(x.to(dictionary.W_enc.dtype)).to(act.dtype)
         if with_error:
             recon = recon + (_flat(act) - recon).detach()

@@ -42,17 +42,34 @@ def detect(path: Path) -> str:
                      + "; ".join(f"{f}: {', '.join(reader(f).FILES)}" for f in FORMATS) + ". Pass format= to force one.")
 
 
+def split_source(source: str | Path, subfolder: str | None = None) -> tuple[str | Path, str | None]:
+    """(source, subfolder) from one string as the CLI takes it: a local path, "owner/repo", "owner/repo:sub/folder"
+    or "hf://owner/repo/sub/folder"."""
+    text = str(source)
+    if subfolder is not None or Path(text).exists():
+        return source, subfolder
+    if text.startswith("hf://"):
+        parts = text.removeprefix("hf://").strip("/").split("/")
+        return "/".join(parts[:2]), "/".join(parts[2:]) or None
+    repo, sep, sub = text.partition(":")
+    if sep and hub.is_repo_id(repo):
+        return repo, sub or None
+    return source, subfolder
+
+
 def load_dictionary(source: str | Path, subfolder: str | None = None, *, format: str = "auto", device: str = "cpu",
                     dtype: torch.dtype | str | None = None, hook_in: str = "", hook_out: str = "", model: str = "",
                     revision: str | None = None) -> Dictionary:
     """Load a dictionary in any supported format (see `FORMATS`) as our `Dictionary`.
 
-    source:    local folder/file, or a hub repo id ("google/gemma-scope-2b-pt-res")
+    source:    local folder/file, or a hub repo id ("google/gemma-scope-2b-pt-res"); "owner/repo:sub/folder" and
+               "hf://owner/repo/sub/folder" name the subfolder in the same string
     subfolder: the dictionary's folder inside `source` ("layer_20/width_16k/average_l0_71")
     format:    "auto" (detect from the files) or one of FORMATS
     dtype:     cast the weights (default: as stored)
     hook_in, hook_out, model: override what the files say or the repo layout implies
     """
+    source, subfolder = split_source(source, subfolder)
     formats = FORMATS if format == "auto" else (format,)
     path = hub.resolve(source, subfolder, _patterns(formats), revision)
     fmt = detect(path) if format == "auto" else format
@@ -66,6 +83,7 @@ def load_transcoder_set(source: str | Path, subfolder: str | None = None, *, for
                         revision: str | None = None) -> dict[int, Dictionary]:
     """{layer: transcoder} from a circuit-tracer config (YAML), a folder of our layer_L run folders, or a
     sparsify release of per-layer MLP transcoders. `n_layers`: fail unless every layer below it has one."""
+    source, subfolder = split_source(source, subfolder)
     formats = SETS if format == "auto" else (format,)
     path = hub.resolve(source, subfolder, [p for f in formats for p in _set_patterns(f)], revision)
     fmt = next((f for f in formats if _claims_set(f, path)), None)
