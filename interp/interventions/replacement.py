@@ -6,6 +6,7 @@ recorded on the prompt, and
   own linear world), "recomputed" lets them respond to the change (the real model's attention and norms);
 - downstream="free" re-encodes every transcoder from its changed input (features respond), "held" keeps every
   MLP output at its value on the prompt except for the intervened features' own change.
+Features of cross-layer transcoders write their change into every MLP output they decode to (`rep.decoders`).
 
 With attention frozen and downstream held, ablating a feature changes each logit by exactly that feature's
 direct effect, the edge of the attribution graph. With no intervention every mode gives the model's logits.
@@ -39,33 +40,38 @@ def replacement_logits(rep, interventions: list[Intervention] | list[list[Interv
     if attention == "frozen":
         frozen = lambda act, hook: rep.cache[hook.name].expand_as(act)
         hooks += [(name, frozen) for name in rep.cache if name.endswith(("hook_scale", "hook_pattern"))]
+    state: dict = {}
     for layer in range(rep.n_layers):
         layer_rows = [[iv for iv in row if layer_of[id(iv.dictionary)] == layer] for row in rows]
-        hooks += _mlp_hooks(rep, layer, edit_codes(layer_rows, rep.n_pos), downstream)
+        hooks += _mlp_hooks(rep, layer, edit_codes(layer_rows, rep.n_pos), downstream, state)
     return rep.model.run_with_hooks(rep.tokens.expand(len(rows), -1), fwd_hooks=hooks)
 
 
-def _mlp_hooks(rep, layer: int, edit, downstream: str):
-    """Hooks making MLP `layer` output its transcoder's (changed) features plus the recorded error."""
+def _mlp_hooks(rep, layer: int, edit, downstream: str, state: dict):
+    """Hooks making MLP `layer` output its transcoder's (changed) features plus the recorded error; the features
+    of earlier layers that write here too (cross-layer transcoders, `rep.decoders`) add theirs. `state[layer]`
+    keeps (codes, changed codes) [batch, n_pos, d_dict] of every layer run so far."""
     tc, mask = rep.transcoders[layer], rep.feature_positions[:, None]
-    W_dec = tc.W_dec.float()
-    stash = {}
 
     def read(act, hook):
-        stash["x"] = act
+        state["x"] = act
         return act
 
-    def held(act, hook):
-        old = rep.codes[layer].expand(len(act), -1, -1)
-        return rep.cache[hook.name].to(act.dtype) + ((edit(old) * mask - old) @ W_dec).to(act.dtype)
-
-    def free(act, hook):
-        x = stash.pop("x")
-        codes = tc.encode(x.to(tc.W_enc.dtype)).float() * mask
-        out = (edit(codes) * mask) @ W_dec + tc.b_dec.float() + rep.errors[layer]
+    def write(act, hook):
+        if downstream == "held":
+            old = rep.codes[layer].expand(len(act), -1, -1)
+        else:
+            x = state.pop("x")
+            old = tc.encode(x.to(tc.W_enc.dtype)).float() * mask
+        state[layer] = (old, edit(old) * mask)
+        writes = [(state[s], rep.decoders(s)[layer]) for s in range(layer + 1) if s in state and layer in rep.decoders(s)]
+        change = sum((new - old) @ W for (old, new), W in writes)
+        if downstream == "held":
+            return rep.cache[hook.name].to(act.dtype) + change.to(act.dtype)
+        out = tc.b_dec.float() + sum(old @ W for (old, _), W in writes) + change + rep.errors[layer]
         if tc.cfg.skip:
             out = out + (x.to(tc.W_enc.dtype) @ tc.W_skip).float()
         return out.to(act.dtype)
 
     name = f"blocks.{layer}.hook_mlp_out"
-    return [(name, held)] if downstream == "held" else [(f"blocks.{layer}.ln2.hook_normalized", read), (name, free)]
+    return [(name, write)] if downstream == "held" else [(f"blocks.{layer}.ln2.hook_normalized", read), (name, write)]

@@ -8,19 +8,21 @@ the codes of the input are changed and, by default, only the change is written:
 
 so the dictionary's error term stays in the forward pass and an intervention of zero strength gives the
 model's own logits exactly. `keep_error=False` splices the reconstruction alone (decode(changed) + skip),
-which with no change equals `interp.hooks.splice_hooks`.
+which with no change equals `interp.hooks.splice_hooks`. A cross-layer transcoder's per-layer view
+(with `W_dec_cross`) also writes the change into the later layers' MLP outputs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 
 import torch
 
 from interp.dictionary import Dictionary
 from interp.interventions.spec import Intervention, edit_codes
-from interp.model import validate_hook
+from interp.model import hook_layer, validate_hook
 
 
 def dictionary_hooks(model, dictionary: Dictionary, edit: Callable[[torch.Tensor], torch.Tensor],
@@ -42,6 +44,7 @@ def dictionary_hooks(model, dictionary: Dictionary, edit: Callable[[torch.Tensor
         x = x.to(dictionary.W_enc.dtype)
         codes = dictionary.encode(x.flatten(0, 1)).reshape(*x.shape[:2], -1)
         new = edit(codes)
+        stash["change"] = new - codes
         if record is not None:
             record[cfg.hook_out] = new.detach()
         if keep_error:
@@ -50,8 +53,25 @@ def dictionary_hooks(model, dictionary: Dictionary, edit: Callable[[torch.Tensor
             out = (dictionary.decode(new) + dictionary.skip(x)).to(act.dtype)
         return out.reshape(act.shape)
 
-    hooks = [(cfg.hook_out, write)]
+    hooks = [(cfg.hook_out, write), *_cross_layer_hooks(dictionary, stash, keep_error)]
     return hooks if cfg.hook_in == cfg.hook_out else [(cfg.hook_in, read), *hooks]
+
+
+def _cross_layer_hooks(dictionary: Dictionary, stash: dict, keep_error: bool) -> list[tuple[str, Callable]]:
+    """A cross-layer transcoder's view (`W_dec_cross` [d_dict, n_later, d_model]) also writes the change of its
+    codes into the MLP outputs of the later layers."""
+    cross = getattr(dictionary, "W_dec_cross", None)
+    if cross is None or cross.shape[1] == 0:
+        return []
+    if not keep_error:
+        raise ValueError("A cross-layer transcoder's reconstruction needs every layer's features; "
+                         "intervene on it with keep_error=True.")
+    layer = hook_layer(dictionary.cfg.hook_out)
+
+    def add(act, hook, i):
+        return act + (stash["change"] @ cross[:, i].to(stash["change"])).reshape(act.shape).to(act.dtype)
+
+    return [(f"blocks.{layer + 1 + i}.hook_mlp_out", partial(add, i=i)) for i in range(cross.shape[1])]
 
 
 def _flat(act: torch.Tensor, width: int, name: str, verb: str) -> torch.Tensor:

@@ -5,7 +5,7 @@ import torch
 
 from helpers import random_dictionary
 from interp.circuits import LocalReplacement, Target
-from interp.interventions import Intervention
+from interp.interventions import Intervention, run_with_interventions
 from interp.model import BYTE_VOCAB
 
 PROMPT = torch.tensor([BYTE_VOCAB - 1, *b"abcdef"])
@@ -38,10 +38,14 @@ def test_no_intervention_gives_the_models_logits(rep, tiny, attention, downstrea
     assert (logits[0] - tiny(PROMPT[None])[0]).abs().max() < 1e-4
 
 
-def test_frozen_held_ablation_moves_a_logit_by_exactly_the_graph_edge(rep, tiny):
+def test_frozen_held_ablation_moves_a_logit_by_exactly_the_graph_edge(rep):
     """The graph's linear prediction: a feature's edge to a logit is its ablation effect in the frozen model."""
+    check_edges_are_ablation_effects(rep)
+
+
+def check_edges_are_ablation_effects(rep):
     active = rep.active_features()
-    last, n_layers = len(PROMPT) - 1, tiny.cfg.n_layers
+    last, n_layers = len(PROMPT) - 1, rep.n_layers
     tokens = rep.logits[last].topk(3).indices.tolist()
     targets = [Target("logit", n_layers, last, t) for t in tokens]
     chosen = [i for i in range(len(active)) if active[i, 1] in (2, last)][:6]
@@ -52,6 +56,40 @@ def test_frozen_held_ablation_moves_a_logit_by_exactly_the_graph_edge(rep, tiny)
     measured = logits[:, tokens] - demeaned(rep.logits[last])[tokens]
     assert torch.allclose(measured, -edges.T, atol=1e-4)
     assert edges.abs().max() > 1e-2
+
+
+def cross_layer(model):
+    """Per-layer views of a cross-layer transcoder: layer 0's features also write into layer 1's MLP output."""
+    tcs = transcoders(model)
+    tcs[0].W_dec_cross = torch.randn(48, 1, 32, generator=torch.Generator().manual_seed(5)) * 0.3
+    tcs[1].W_dec_cross = torch.zeros(48, 0, 32)
+    return tcs
+
+
+def test_cross_layer_transcoders_in_the_replacement_and_the_real_model(tiny):
+    tcs = cross_layer(tiny)
+    rep = LocalReplacement(tiny, tcs, PROMPT)
+    for attention, downstream in itertools.product(["frozen", "recomputed"], ["free", "held"]):
+        assert (rep.intervene([], attention, downstream)[0] - rep.logits).abs().max() < 1e-4
+    check_edges_are_ablation_effects(rep)
+
+    pos = 3
+    latent = int(rep.codes[0][pos].nonzero()[0, 0])
+    code = rep.codes[0][pos, latent]
+
+    def remove(W):  # the feature's write, removed by hand
+        def hook(act, hook):
+            act = act.clone()
+            act[:, pos] -= code * W
+            return act
+        return hook
+
+    expected = tiny.run_with_hooks(PROMPT[None], fwd_hooks=[("blocks.0.hook_mlp_out", remove(tcs[0].W_dec[latent])),
+                                                             ("blocks.1.hook_mlp_out", remove(tcs[0].W_dec_cross[latent, 0]))])
+    logits, _ = run_with_interventions(tiny, PROMPT, Intervention.ablate(tcs[0], latent, where=pos))
+    assert torch.allclose(logits, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="keep_error=True"):
+        run_with_interventions(tiny, PROMPT, Intervention.ablate(tcs[0], latent), keep_error=False)
 
 
 def test_rows_of_a_batch_are_independent_and_modes_differ(rep):
