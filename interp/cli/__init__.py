@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["train", "eval", "darkmatter", "lib", "features", "circuit"]
+COMMANDS = ["train", "eval", "darkmatter", "lib", "features", "circuit", "steer"]
 
 
 def add_source_arguments(p: argparse.ArgumentParser) -> None:
