@@ -36,7 +36,9 @@ BASE = ("W_enc", "b_enc", "W_dec", "b_dec")
 WRITE = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "jumprelu",
          "matryoshka": "jumprelu"}  # ours -> SAELens
 READ = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "batchtopk", "gated": "jumprelu",
-        "transcoder": "relu", "skip_transcoder": "relu", "jumprelu_transcoder": "jumprelu"}  # SAELens -> ours
+        "transcoder": "relu", "skip_transcoder": "relu", "jumprelu_transcoder": "jumprelu",
+        "jumprelu_skip_transcoder": "jumprelu"}  # SAELens -> ours
+SKIP = {"relu": "skip_transcoder", "jumprelu": "jumprelu_skip_transcoder"}  # ours, as a skip transcoder -> SAELens
 TRANSCODERS = {"relu": "transcoder", "jumprelu": "jumprelu_transcoder", "batchtopk": "jumprelu_transcoder",
                "matryoshka": "jumprelu_transcoder"}  # ours, as a transcoder -> SAELens
 PLACEHOLDERS = {"relu": {"l1_coeff": 1.0}, "jumprelu": {"l0_coeff": 1.0}}  # training-only, not in SAELens files
@@ -79,11 +81,13 @@ READ_EXTRA = {  # (SAELens arch, our arch) -> our extra tensors
     ("gated", "jumprelu"): _gated,
     ("skip_transcoder", "relu"): lambda t, path: {"W_skip": t["W_skip"].T},
     ("jumprelu_transcoder", "jumprelu"): _log_threshold,
+    ("jumprelu_skip_transcoder", "jumprelu"): lambda t, path: {**_log_threshold(t, path), "W_skip": t["W_skip"].T},
     ("jumprelu_transcoder", "batchtopk"): _uniform_threshold,
     ("jumprelu_transcoder", "matryoshka"): _uniform_threshold,
 }
 EXTRA_SHAPES = {"jumprelu": lambda c: {"threshold": (c.d_dict,)}, "batchtopk": lambda c: {"topk_threshold": ()},
                 "jumprelu_transcoder": lambda c: {"threshold": (c.d_dict,)}, "skip_transcoder": lambda c: {"W_skip": (c.d_out, c.d_in)},
+                "jumprelu_skip_transcoder": lambda c: {"threshold": (c.d_dict,), "W_skip": (c.d_out, c.d_in)},
                 "gated": lambda c: {"b_gate": (c.d_dict,), "b_mag": (c.d_dict,), "r_mag": (c.d_dict,)}}
 
 
@@ -95,7 +99,7 @@ def save_saelens(dictionary: Dictionary, folder: str | Path) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {**{n: getattr(dictionary, n) for n in BASE}, **WRITE_EXTRA.get(cfg.arch, lambda d: {})(dictionary)}
-    if theirs == "skip_transcoder":
+    if cfg.skip:
         tensors["W_skip"] = dictionary.W_skip.T  # SAELens applies x @ W_skip.T
     tmp = folder / (WEIGHTS_FILE + ".tmp")
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp)
@@ -117,9 +121,9 @@ def saelens_architecture(cfg: DictionaryConfig) -> str:
     if is_transcoder(cfg) and cfg.subtract_b_dec:
         raise ValueError("SAELens transcoders never subtract b_dec from their input (apply_b_dec_to_input=False); "
                          "this transcoder has subtract_b_dec=True.")
-    if cfg.skip and cfg.arch != "relu":
-        raise ValueError(f"SAELens's skip_transcoder is ReLU only; this skip transcoder is {cfg.arch!r}.")
-    return "skip_transcoder" if cfg.skip else table[cfg.arch]
+    if cfg.skip and cfg.arch != "relu" and cfg.arch != "jumprelu":
+        raise ValueError(f"SAELens's skip transcoders are ReLU or JumpReLU; this skip transcoder is {cfg.arch!r}.")
+    return SKIP.get(cfg.arch, "") if cfg.skip else table[cfg.arch]
 
 
 def saelens_config(cfg: DictionaryConfig) -> dict:
@@ -204,12 +208,12 @@ def _our_config(top: dict, meta: dict, theirs: str, path: Path) -> DictionaryCon
     if not isinstance(block, dict):
         raise ValueError(f"{path}: field 'metadata.interp' should be an object, got {block!r}.")
     mine = block.get("arch")
-    written = (WRITE.get(mine), TRANSCODERS.get(mine), "skip_transcoder" if mine == "relu" else None)
+    written = (WRITE.get(mine), TRANSCODERS.get(mine), SKIP.get(mine))
     ours = mine if theirs in written else READ[theirs]
     hook = meta.get("hook_name") or ""
     d_out = _field(top, "d_out", int, path) if "transcoder" in theirs else d_in
     owned = {"arch": ours, "d_in": d_in, "d_dict": d_sae, "d_out": d_out, "hook_in": hook,
-             "hook_out": meta.get("hook_name_out") or hook, "skip": theirs == "skip_transcoder",
+             "hook_out": meta.get("hook_name_out") or hook, "skip": theirs in SKIP.values(),
              "model": meta.get("model_name") or "", "dtype": str(top.get("dtype", "float32")).removeprefix("torch."),
              "subtract_b_dec": _field(top, "apply_b_dec_to_input", bool, path)}
     if theirs in ("topk", "batchtopk"):

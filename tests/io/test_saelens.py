@@ -110,7 +110,8 @@ def test_written_files_use_saelens_names(arch, theirs, tmp_path):
 
 
 TRANSCODER_CASES = [("relu", {}, "transcoder"), ("relu", {"skip": True}, "skip_transcoder"),
-                    ("jumprelu", {}, "jumprelu_transcoder"), ("batchtopk", {}, "jumprelu_transcoder")]
+                    ("jumprelu", {}, "jumprelu_transcoder"), ("jumprelu", {"skip": True}, "jumprelu_skip_transcoder"),
+                    ("batchtopk", {}, "jumprelu_transcoder")]
 
 
 @pytest.mark.parametrize(("arch", "extra", "theirs"), TRANSCODER_CASES)
@@ -130,8 +131,8 @@ def test_transcoder_round_trip(arch, extra, theirs, tmp_path):
 def test_transcoders_that_saelens_cannot_express_are_refused(tmp_path):
     with pytest.raises(ValueError, match="subtract_b_dec=True"):
         save_saelens(random_dictionary("relu", d_in=8, d_dict=16, d_out=6), tmp_path)
-    with pytest.raises(ValueError, match="ReLU only"):
-        save_saelens(ours("jumprelu", skip=True, subtract_b_dec=False, hook_out="blocks.1.hook_mlp_out"), tmp_path)
+    with pytest.raises(ValueError, match="no transcoder layout for architecture .topk."):
+        save_saelens(ours("topk", skip=True, subtract_b_dec=False, hook_out="blocks.1.hook_mlp_out"), tmp_path)
 
 
 def test_reads_saelens_gated_as_jumprelu(tmp_path):
@@ -289,10 +290,10 @@ def test_batchtopk_needs_one_threshold(tmp_path):
         load_saelens(tmp_path)
 
 
-def test_dictionary_load_reads_saelens_folders(tmp_path):
-    from interp.dictionary import Dictionary
+def test_load_dictionary_reads_saelens_folders(tmp_path):
+    from interp import load_dictionary
 
     d = random_dictionary("topk")
     save_saelens(d, tmp_path)
     x = torch.randn(5, 8, dtype=torch.float64)
-    assert torch.allclose(Dictionary.load(tmp_path)(x), d(x))
+    assert torch.allclose(load_dictionary(tmp_path)(x), d(x))
