@@ -40,7 +40,7 @@ def graph_figure(result, top_directions: int = 10, top_edges: int = 60, title: s
         lam = basis.eigenvalues[first:first + top_directions]
         if len(lam) == 0:
             continue
-        for i, value in enumerate(lam.tolist()):
+        for i in range(len(lam)):
             pos[(node, first + i)] = (x, -i)
         size = (lam.clamp_min(0).sqrt() / lam.clamp_min(0).sqrt().max().clamp_min(1e-30) * 25 + 4).tolist()
         fig.add_trace(go.Scatter(x=[x] * len(lam), y=[-i for i in range(len(lam))], mode="markers", name=node,
