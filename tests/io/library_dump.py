@@ -1,0 +1,125 @@
+"""Runs inside the throwaway venv of test_interop.py (sae-lens and eai-sparsify installed, not interp).
+
+    python library_dump.py make OUT      each library builds and saves a random dictionary of every
+                                         architecture it has under OUT/<library>/<name>/, and dumps its own
+                                         encode/decode of OUT/inputs.safetensors to OUT/<library>/<name>.out.safetensors
+    python library_dump.py read DIR...   SAELens loads each folder (written by interp) and dumps its outputs beside it
+
+Dumps hold "codes" [n, d_sae] (the library's encode) and "out" [n, d_out] (its full forward, skip path included).
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+os.environ.setdefault("SPARSIFY_DISABLE_TRITON", "1")  # its Triton decoder needs CUDA
+D_IN, D_SAE, D_OUT, K = 16, 48, 12, 5
+HOOK, HOOK_OUT = "blocks.1.hook_resid_post", "blocks.1.hook_mlp_out"
+TRANSCODER_HOOKS = ("blocks.1.ln2.hook_normalized", "blocks.1.hook_mlp_out")
+
+
+def randomise(module, seed):
+    """Every parameter and float buffer random (biases and thresholds non-zero, decoder norms not 1)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in [*module.named_parameters(), *module.named_buffers()]:
+            if p.dtype.is_floating_point:
+                p.copy_(torch.randn(p.shape, generator=g) * (0.3 if "threshold" in name else 0.5))
+                if "threshold" in name:
+                    p.abs_()
+
+
+def dump(path, codes, out):
+    save_file({"codes": codes.detach().float().contiguous(), "out": out.detach().float().contiguous()}, path)
+
+
+# --- SAELens -------------------------------------------------------------------------------------------------
+def saelens_models():
+    import sae_lens as sl
+
+    meta = lambda hook_out=None, hooks=(HOOK, HOOK): {"metadata": sl.saes.sae.SAEMetadata(  # noqa: E731
+        hook_name=hooks[0], model_name="tiny", **({"hook_name_out": hooks[1]} if hook_out else {}))}
+    tc = {"d_in": D_IN, "d_sae": D_SAE, "d_out": D_OUT, "apply_b_dec_to_input": False}
+    yield "standard", sl.StandardSAE(sl.StandardSAEConfig(d_in=D_IN, d_sae=D_SAE, **meta()))
+    yield "standard_uncentred", sl.StandardSAE(sl.StandardSAEConfig(d_in=D_IN, d_sae=D_SAE, apply_b_dec_to_input=False, **meta()))
+    yield "topk", sl.TopKSAE(sl.TopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=K, **meta()))
+    yield "topk_rescaled", sl.TopKSAE(sl.TopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=K, rescale_acts_by_decoder_norm=True, **meta()))
+    yield "jumprelu", sl.JumpReLUSAE(sl.JumpReLUSAEConfig(d_in=D_IN, d_sae=D_SAE, **meta()))
+    yield "gated", sl.GatedSAE(sl.GatedSAEConfig(d_in=D_IN, d_sae=D_SAE, **meta()))
+    yield "batchtopk", sl.BatchTopKTrainingSAE(sl.BatchTopKTrainingSAEConfig(d_in=D_IN, d_sae=D_SAE, k=K, **meta()))
+    yield "transcoder", sl.Transcoder(sl.TranscoderConfig(**tc, **meta(True, TRANSCODER_HOOKS)))
+    yield "skip_transcoder", sl.SkipTranscoder(sl.SkipTranscoderConfig(**tc, **meta(True, TRANSCODER_HOOKS)))
+    yield "jumprelu_transcoder", sl.JumpReLUTranscoder(sl.JumpReLUTranscoderConfig(**tc, **meta(True, TRANSCODER_HOOKS)))
+    yield "jumprelu_skip_transcoder", sl.JumpReLUSkipTranscoder(sl.JumpReLUSkipTranscoderConfig(**tc, **meta(True, TRANSCODER_HOOKS)))
+
+
+def saelens_outputs(sae, x):
+    with torch.no_grad():
+        codes = sae.encode(x)
+        return codes, sae(x)
+
+
+def make_saelens(root, x):
+    from sae_lens import SAE
+
+    for i, (name, sae) in enumerate(saelens_models()):
+        randomise(sae, seed=i)
+        folder = root / name
+        if name == "batchtopk":  # a training SAE: saved for inference (as jumprelu) the way SAELens's trainer does
+            sae.topk_threshold.fill_(0.4)
+            sae.save_inference_model(folder)
+        else:
+            sae.save_model(folder)
+        loaded = SAE.load_from_disk(folder)  # the library's forward on the library's own files
+        dump(root / f"{name}.out.safetensors", *saelens_outputs(loaded.eval(), x))
+
+
+def read_saelens(folders):
+    from sae_lens import SAE
+
+    for folder in map(Path, folders):
+        x = load_file(folder.parent / "inputs.safetensors")["x"]
+        sae = SAE.load_from_disk(folder).eval()
+        dump(folder.parent / f"{folder.name}.out.safetensors", *saelens_outputs(sae, x[:, : sae.cfg.d_in]))
+
+
+# --- sparsify ------------------------------------------------------------------------------------------------
+def make_sparsify(root, x):
+    from sparsify import SparseCoder, SparseCoderConfig
+
+    cases = {"layers.1": {}, "layers.1.mlp": {"transcode": True}, "layers.2.mlp": {"transcode": True, "skip_connection": True}}
+    for i, (hookpoint, extra) in enumerate(cases.items()):
+        coder = SparseCoder(D_IN, SparseCoderConfig(num_latents=D_SAE, k=K, **extra))
+        randomise(coder, seed=100 + i)
+        coder.save_to_disk(root / hookpoint)
+        loaded = SparseCoder.load_from_disk(root / hookpoint)
+        with torch.no_grad():
+            acts, indices, _ = loaded.encode(x)
+            codes = torch.zeros(len(x), D_SAE).scatter_(-1, indices, acts)
+            out = loaded(x).sae_out  # decode + skip path
+        dump(root / f"{hookpoint}.out.safetensors", codes, out)
+
+
+def main():
+    mode, rest = sys.argv[1], sys.argv[2:]
+    torch.manual_seed(0)
+    if mode == "read":
+        read_saelens(rest)
+        return
+    out = Path(rest[0])
+    x = torch.randn(256, D_IN, generator=torch.Generator().manual_seed(7)) * 2
+    for lib, make in (("saelens", make_saelens), ("sparsify", make_sparsify)):
+        (out / lib).mkdir(parents=True, exist_ok=True)
+        make(out / lib, x)
+    save_file({"x": x}, out / "inputs.safetensors")
+    import importlib.metadata as md
+
+    (out / "versions.json").write_text(json.dumps({p: md.version(p) for p in ("sae-lens", "eai-sparsify", "torch")}))
+
+
+if __name__ == "__main__":
+    main()

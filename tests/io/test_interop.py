@@ -1,0 +1,139 @@
+"""Equivalence with the source libraries' own code (slow: the first run installs them, minutes).
+
+SAELens (`sae-lens`) and sparsify (`eai-sparsify`) are installed, with torch pinned to ours, into a cached
+throwaway venv (INTERP_INTEROP_VENV, default ~/.cache/interp-interop/venv), never into the project, as
+benchmarks/compare_libraries.py does. There, library_dump.py lets each library build, randomise and save a
+dictionary of every architecture it has and dumps the library's own encode and forward on fixed inputs;
+here load_dictionary reads the folders and must agree to 1e-5 (float32). The other way, folders that
+save_saelens writes for every architecture are loaded by SAELens itself and must run the same.
+"""
+
+import json
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from helpers import random_dictionary
+from interp.io import load_dictionary, load_transcoder_set
+from interp.io.saelens import load_saelens, save_saelens
+
+pytestmark = pytest.mark.slow
+HERE = Path(__file__).resolve().parent
+PINS = ["torch==2.13.0", "sae-lens==6.54.12", "eai-sparsify==1.3.3"]  # the versions compared against
+SAELENS = {"standard": ("relu", False), "standard_uncentred": ("relu", False), "topk": ("topk", False),
+           "topk_rescaled": ("topk", False), "jumprelu": ("jumprelu", False), "gated": ("jumprelu", False),
+           "batchtopk": ("jumprelu", False), "transcoder": ("relu", False), "skip_transcoder": ("relu", True),
+           "jumprelu_transcoder": ("jumprelu", False), "jumprelu_skip_transcoder": ("jumprelu", True)}
+SPARSIFY = {"layers.1": ("blocks.1.hook_resid_post", False), "layers.1.mlp": ("blocks.1.hook_mlp_out", False),
+            "layers.2.mlp": ("blocks.2.hook_mlp_out", True)}
+TOL = 1e-5
+
+
+def interop_python() -> Path:
+    """The cached venv's python, created (torch first, then the libraries under a torch constraint) if needed."""
+    import os
+
+    env = Path(os.environ.get("INTERP_INTEROP_VENV") or Path.home() / ".cache" / "interp-interop" / "venv")
+    py = env / "bin" / "python"
+    if not py.exists():
+        venv.create(env, with_pip=True)
+    check = "import sae_lens, sparsify, torch; assert torch.__version__.startswith('2.13.0')"
+    if subprocess.run([py, "-c", check], capture_output=True).returncode != 0:
+        (env / "constraints.txt").write_text(PINS[0] + "\n")
+        for args in ([PINS[0]], ["-c", env / "constraints.txt", *PINS[1:]]):
+            proc = subprocess.run([py, "-m", "pip", "install", "--quiet", *args], capture_output=True, text=True)
+            assert proc.returncode == 0, f"pip install {args} failed:\n{proc.stderr[-3000:]}"
+    return py
+
+
+def run(py, *args):
+    proc = subprocess.run([py, HERE / "library_dump.py", *map(str, args)], capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def py():
+    return interop_python()
+
+
+@pytest.fixture(scope="module")
+def dumped(py, tmp_path_factory):
+    out = tmp_path_factory.mktemp("libraries")
+    run(py, "make", out)
+    print("compared against", json.loads((out / "versions.json").read_text()))
+    return out
+
+
+def compare(d, dump, x):
+    with torch.no_grad():
+        codes, out = d.encode(x), d(x)
+    assert (dump["codes"] != 0).float().mean() > 0.05, "the library's codes are (nearly) all zero: a vacuous test"
+    assert torch.equal(codes != 0, dump["codes"] != 0)
+    assert (codes - dump["codes"]).abs().max() < TOL and (out - dump["out"]).abs().max() < TOL
+
+
+@pytest.mark.parametrize("name", sorted(SAELENS))
+def test_saelens_files_load_as_saelens_runs_them(name, dumped):
+    x = load_file(dumped / "inputs.safetensors")["x"]
+    d = load_dictionary(dumped / "saelens" / name)
+    arch, skip = SAELENS[name]
+    assert (d.arch, d.cfg.skip, d.cfg.dtype) == (arch, skip, "float32")
+    transcoder = "transcoder" in name
+    assert d.cfg.hook_out == ("blocks.1.hook_mlp_out" if transcoder else "blocks.1.hook_resid_post")
+    assert d.d_out == (12 if transcoder else 16)
+    compare(d, load_file(dumped / "saelens" / f"{name}.out.safetensors"), x)
+
+
+@pytest.mark.parametrize("hookpoint", sorted(SPARSIFY))
+def test_sparsify_files_load_as_sparsify_runs_them(hookpoint, dumped):
+    x = load_file(dumped / "inputs.safetensors")["x"]
+    d = load_dictionary(dumped / "sparsify" / hookpoint)
+    hook_out, skip = SPARSIFY[hookpoint]
+    assert (d.arch, d.cfg.hook_out, d.cfg.skip, d.cfg.subtract_b_dec) == ("topk", hook_out, skip, "mlp" not in hookpoint)
+    compare(d, load_file(dumped / "sparsify" / f"{hookpoint}.out.safetensors"), x)
+
+
+def test_sparsify_release_is_a_transcoder_set(dumped):
+    assert sorted(load_transcoder_set(dumped / "sparsify")) == [1, 2]  # layers.1 is an SAE, not a transcoder
+
+
+OURS = {"relu": {}, "topk": {}, "batchtopk": {}, "jumprelu": {},
+        "relu_transcoder": {"arch": "relu", "d_out": 12}, "relu_skip_transcoder": {"arch": "relu", "d_out": 12, "skip": True},
+        "jumprelu_transcoder": {"arch": "jumprelu", "d_out": 12},
+        "jumprelu_skip_transcoder": {"arch": "jumprelu", "d_out": 12, "skip": True},
+        "batchtopk_transcoder": {"arch": "batchtopk", "d_out": 12}}
+
+
+def our_dictionary(name, seed):
+    fields = dict(OURS[name])
+    arch = fields.pop("arch", name)
+    if "d_out" in fields:
+        fields.update(subtract_b_dec=False, hook_out="blocks.1.hook_mlp_out")
+    d = random_dictionary(arch, d_in=16, d_dict=48, seed=seed, dtype="float32", hook_in="blocks.1.hook_resid_post",
+                          model="tiny", **fields)
+    with torch.no_grad():
+        if arch == "jumprelu":
+            d.log_threshold.copy_(torch.rand(48, generator=torch.Generator().manual_seed(seed)).mul(0.5).log())
+        if arch == "batchtopk":
+            d.threshold.fill_(0.4)
+    return d
+
+
+def test_saelens_runs_what_we_write_and_we_read_it_back_exactly(py, tmp_path):
+    x = torch.randn(256, 16, generator=torch.Generator().manual_seed(3)) * 2
+    save_file({"x": x}, tmp_path / "inputs.safetensors")
+    ours = {name: our_dictionary(name, i) for i, name in enumerate(OURS)}
+    for name, d in ours.items():
+        save_saelens(d, tmp_path / name)
+    run(py, "read", *[tmp_path / name for name in ours])
+    for name, d in ours.items():
+        compare(d, load_file(tmp_path / f"{name}.out.safetensors"), x)  # SAELens's forward on our files
+        back = load_saelens(tmp_path / name)
+        assert back.cfg == d.cfg
+        with torch.no_grad():
+            assert torch.equal(back.encode(x), d.encode(x)) and torch.equal(back(x), d(x))
