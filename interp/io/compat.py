@@ -24,7 +24,7 @@ def hook_width(model, name: str) -> int:
             return cfg.n_heads * cfg.d_head if what == "heads" else getattr(cfg, what)
     shapes = {}
     tokens = torch.zeros(1, 1, dtype=torch.long, device=cfg.device)
-    model.run_with_hooks(tokens, fwd_hooks=[(name, lambda act, hook: shapes.setdefault("s", act.shape))])
+    model.run_with_hooks(tokens, fwd_hooks=[(name, lambda act, hook: shapes.update(s=act.shape))])
     return int(torch.Size(shapes["s"][2:]).numel())
 
 
