@@ -20,6 +20,7 @@ site's index data goes through `textContent` in the browser.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
@@ -33,16 +34,28 @@ __all__ = ["feature_html", "feature_histogram", "histogram_data", "index_rows", 
 PLOTLY_FILE = "plotly.min.js"
 
 
-def _context_rows(stats: FeatureStats, prefix: str, index: tuple, scale: float) -> list[dict]:
-    """Stored contexts, largest first: [{"value", "tokens": [{"text", "act", "hit", "alpha" (None: not shaded)}]}]."""
+class ContextToken(NamedTuple):
+    text: str
+    act: float
+    hit: bool  # the token the context is centred on
+    alpha: float | None  # background opacity; None: not shaded
+
+
+class Context(NamedTuple):
+    value: float
+    tokens: list[ContextToken]
+
+
+def _context_rows(stats: FeatureStats, prefix: str, index: tuple, scale: float) -> list[Context]:
+    """The stored contexts at `index` with a value above 0, largest first (padding left out)."""
     values = stats.tensors[f"{prefix}_value"][index].reshape(-1)
     tokens = stats.tensors[f"{prefix}_tokens"][index].reshape(len(values), -1).tolist()
     acts = stats.tensors[f"{prefix}_acts"][index].reshape(len(values), -1).tolist()
     rows = sorted(((v, t, a) for v, t, a in zip(values.tolist(), tokens, acts) if v > 0), key=lambda r: -r[0])
     centre = stats.meta["left"]
-    return [{"value": v, "tokens": [{"text": stats.token(t), "act": a, "hit": j == centre,
-                                     "alpha": (min(1.0, a / scale) if scale > 0 else 0.0) if a > 0 or j == centre else None}
-                                    for j, (t, a) in enumerate(zip(ids, window)) if t >= 0]}
+    shade = lambda a: min(1.0, a / scale) if scale > 0 else 0.0  # noqa: E731
+    return [Context(v, [ContextToken(stats.token(t), a, j == centre, shade(a) if a > 0 or j == centre else None)
+                        for j, (t, a) in enumerate(zip(ids, window)) if t >= 0])
             for v, ids, window in rows]
 
 

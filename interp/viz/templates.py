@@ -16,7 +16,6 @@ from __future__ import annotations
 import html
 import json
 import re
-import unicodedata
 from functools import cache
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
@@ -24,7 +23,9 @@ from jinja2.ext import Extension
 from jinja2.lexer import Token
 from markupsafe import Markup
 
-_VISIBLE = {"\n": "↵", "\t": "⇥", "\r": "␍"}
+# Control (Cc) and surrogate (Cs) code points as \xNN, newline/tab/CR as symbols: one str.translate table.
+_VISIBLE = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0), *range(0xD800, 0xE000))}
+_VISIBLE |= {ord("\n"): "↵", ord("\t"): "⇥", ord("\r"): "␍"}
 
 
 class _DropLineBreaks(Extension):
@@ -37,12 +38,21 @@ class _DropLineBreaks(Extension):
 
 def _escape(value) -> Markup:
     """What every `{{ value }}` outputs: Markup unchanged, anything else `str()` then `html.escape`d."""
-    return value if hasattr(value, "__html__") else Markup(html.escape(str(value), quote=True))
+    if type(value) is str:
+        return Markup(html.escape(value))
+    return value if hasattr(value, "__html__") else Markup(html.escape(str(value)))
+
+
+def num(value, spec: str) -> Markup:
+    """`format(value, spec)` of a number (digits and signs only: trusted as it is)."""
+    if not isinstance(value, (int, float)):
+        raise TypeError(f"num formats numbers; got {type(value).__name__} {value!r}: show text as {{{{ text }}}}.")
+    return Markup(format(value, spec))
 
 
 def visible(text: str) -> str:
     """`text` with newline/tab/CR shown as symbols and other control characters as \\xNN (still unescaped)."""
-    return "".join(_VISIBLE.get(c, f"\\x{ord(c):02x}" if unicodedata.category(c) in ("Cc", "Cs") else c) for c in text)
+    return text.translate(_VISIBLE)
 
 
 def safe_json(data, ascii: bool = False) -> str:
@@ -59,7 +69,7 @@ def environment() -> Environment:
     """The jinja2 environment of `interp.viz` (autoescaping, strict undefined, line breaks dropped)."""
     env = Environment(loader=PackageLoader("interp.viz", "templates"), autoescape=True, undefined=StrictUndefined,
                       finalize=_escape, extensions=[_DropLineBreaks], keep_trailing_newline=False)
-    env.filters.update(visible=visible, num=format, tojson=lambda data: Markup(safe_json(data)))
+    env.filters.update(visible=visible, num=num, tojson=lambda data: Markup(safe_json(data)))
     env.globals.update(static=static)
     return env
 

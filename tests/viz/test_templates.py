@@ -2,6 +2,7 @@
 
 import html
 import json
+import unicodedata
 
 import pytest
 from jinja2 import UndefinedError
@@ -24,9 +25,18 @@ def test_every_value_is_escaped_as_html_escape_does_and_markup_passes_through():
 
 
 def test_filters_format_numbers_and_show_control_characters():
-    assert from_string("{{ x|num('.3g') }} {{ x|num('+.1f') }}", x=0.123456) == "0.123 +0.1"
+    assert from_string("{{ x|num('.3g') }} {{ x|num('+.1f') }} {{ n|num('d') }}", x=0.123456, n=7) == "0.123 +0.1 7"
+    with pytest.raises(TypeError, match="num formats numbers"):
+        from_string("{{ s|num('') }}", s="<b>")  # text never skips escaping through num
     assert visible("a\nb\tc\x07\x00") == "a↵b⇥c\\x07\\x00"
     assert from_string("{{ s|visible }}", s="<\x1b>") == "&lt;\\x1b&gt;"
+
+
+def test_visible_marks_exactly_the_control_and_surrogate_code_points():
+    text = "".join(map(chr, range(0x110000)))
+    reference = "".join({"\n": "↵", "\t": "⇥", "\r": "␍"}.get(c, f"\\x{ord(c):02x}") if unicodedata.category(c) in ("Cc", "Cs")
+                        else c for c in text)
+    assert visible(text) == reference
 
 
 def test_line_breaks_in_templates_are_dropped_with_their_indentation_but_spaces_are_kept():
