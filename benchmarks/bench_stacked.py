@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import best_times, synthetic_activations  # noqa: E402
+from common import best_times, machine_line, synthetic_activations, use_device  # noqa: E402
 
 import saes  # noqa: E402,F401 - registers the architectures
 from interp.dictionary import DictionaryConfig, architecture  # noqa: E402
@@ -39,12 +39,14 @@ WORKLOADS = {  # name: (arch, d_in, d_dict, batch, field, one value per member)
 
 def sweep(arch, d_in, d_dict, field, values, batch):
     """E freshly initialised dictionaries (same init as train(): one seed, init_from_data)."""
-    x = synthetic_activations(batch, d_in, seed=1)
+    device = torch.get_default_device()
     out = []
-    for v in values:
-        d = architecture(arch)(DictionaryConfig(arch=arch, d_in=d_in, d_dict=d_dict, **{field: v}))
-        d.init_from_data(x, x, torch.Generator().manual_seed(0))
-        out.append(d)
+    with torch.device("cpu"):  # the same init on every device
+        x = synthetic_activations(batch, d_in, seed=1).cpu()
+        for v in values:
+            d = architecture(arch)(DictionaryConfig(arch=arch, d_in=d_in, d_dict=d_dict, dead_tokens=1_000_000, **{field: v}))
+            d.init_from_data(x, x, torch.Generator().manual_seed(0))
+            out.append(d.to(device))
     return out
 
 
@@ -78,8 +80,11 @@ def main() -> None:
     ap.add_argument("--workloads", default="S1,S2,S3,S4")
     ap.add_argument("--members", type=int, default=4, help="E, the dictionaries in the sweep")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    use_device(args.device)
+    print(machine_line())
     print(f"E={args.members} dictionaries, {args.threads} threads; tokens/s counts each batch once per dictionary")
     print(f"{'workload':9s} {'separate':>10s} {'stacked':>10s} {'stacked / separate':>19s}")
     for name in args.workloads.split(","):

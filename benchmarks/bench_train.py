@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import SHAPES, Shapes, best_times, gemm_floor_call, synthetic_activations  # noqa: E402
+from common import SHAPES, Shapes, best_times, gemm_floor_call, synthetic_activations, use_device  # noqa: E402
 
 from interp.kernels import sparse_decode, topk_encode  # noqa: E402
 from interp.kernels.dense import dense_decode, dense_topk_encode  # noqa: E402
@@ -34,7 +34,7 @@ def init_params(s: Shapes) -> dict[str, torch.Tensor]:
     nn.Linear stores its weight), which spares the encoder backward two copies.
     """
     g = torch.Generator().manual_seed(0)
-    W_dec = torch.randn(s.d_dict, s.d_in, generator=g)
+    W_dec = torch.randn(s.d_dict, s.d_in, generator=g, device="cpu").to(torch.get_default_device())
     W_dec /= W_dec.norm(dim=1, keepdim=True)
     params = dict(W_enc=W_dec.clone().t(), b_enc=torch.zeros(s.d_dict), W_dec=W_dec, b_dec=torch.zeros(s.d_in))
     return {name: p.requires_grad_() for name, p in params.items()}
@@ -51,10 +51,10 @@ def topk_dense(p, x, k):
 
 
 def bf16(forward):
-    """`forward` under CPU bf16 autocast."""
+    """`forward` under bf16 autocast on the benchmark's device."""
 
     def run(p, x, arg):
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast(torch.get_default_device().type, dtype=torch.bfloat16):
             return forward(p, x, arg)
 
     return run
@@ -144,8 +144,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--bf16", action="store_true", help="add W1 and W3 under CPU bf16 autocast")
     ap.add_argument("--profile", action="store_true", help="print the top 3 ops of W1 by self CPU time")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    use_device(args.device)
     r = tokens_per_s(calls_for(set(args.workloads.split(",")), with_bf16=args.bf16), args.rounds)
     floor = r["floor"]
     print(f"{'row':10s} {'tokens/s':>10s} {'/ floor':>8s}")

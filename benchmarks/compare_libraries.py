@@ -26,7 +26,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import bench_train  # noqa: E402
-from common import SHAPES  # noqa: E402
+from common import SHAPES, machine_line, use_device  # noqa: E402
 
 TORCH_PIN = "torch==2.13.0"
 LIBRARIES = {"sae-lens": "sae-lens", "sparsify": "eai-sparsify"}  # runner name -> package
@@ -54,10 +54,10 @@ def make_env(env_dir: Path) -> Path:
     return py
 
 
-def run_library(py: Path, library: str, workload: str, rounds: int, threads: int, bf16: bool = False) -> dict:
+def run_library(py: Path, library: str, workload: str, rounds: int, threads: int, bf16: bool = False, device: str = "cpu") -> dict:
     """{"tokens_per_s", "floor_tokens_per_s"} of one library on one workload, from its own process."""
     cmd = [py, HERE / "library_runner.py", "--library", library, "--workload", workload,
-           "--rounds", str(rounds), "--threads", str(threads)] + (["--bf16"] if bf16 else [])
+           "--rounds", str(rounds), "--threads", str(threads), "--device", device] + (["--bf16"] if bf16 else [])
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
         print(f"{library} {workload} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
@@ -70,9 +70,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="timed turns of every row (fewer = faster, noisier)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--venv", type=Path, help="reuse (or create) this environment instead of a temporary one")
-    ap.add_argument("--bf16", action="store_true", help="add W1 and W3 under CPU bf16 autocast")
+    ap.add_argument("--bf16", action="store_true", help="add W1 and W3 under bf16 autocast")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda: every library runs there")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    print(machine_line(), flush=True)
+    use_device(args.device)
     tmp = None if args.venv else tempfile.TemporaryDirectory(prefix="interp-compare-")
     py = make_env(args.venv or Path(tmp.name) / "venv")
 
@@ -82,7 +85,7 @@ def main() -> None:
     ours = bench_train.tokens_per_s(calls, args.rounds)
     floor = ours["floor"]
     workloads = [(w, bf16) for bf16 in ([False, True] if args.bf16 else [False]) for w in ("W1", "W3")]
-    theirs = {(lib, w, bf16): run_library(py, lib, w, args.rounds, args.threads, bf16) for lib in LIBRARIES
+    theirs = {(lib, w, bf16): run_library(py, lib, w, args.rounds, args.threads, bf16, args.device) for lib in LIBRARIES
               for w, bf16 in workloads}
 
     print(f"\ntokens/s with {args.threads} threads; d_in {SHAPES.d_in}, d_dict {SHAPES.d_dict}, k {SHAPES.k}, "
@@ -103,6 +106,7 @@ def main() -> None:
         sn, en = s["tokens_per_s"] / s["floor_tokens_per_s"], e["tokens_per_s"] / e["floor_tokens_per_s"]
         print(f"{label:24s} {ours[key]:8.0f} {a:7.2f} {s['tokens_per_s']:9.0f} {sn:7.2f} "
               f"{e['tokens_per_s']:9.0f} {en:7.2f} {a / sn:13.2f}x {a / en:13.2f}x")
+    print(machine_line())
     if tmp is not None:
         tmp.cleanup()
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHAPES, best_times, gemm_floor_call, synthetic_activations  # noqa: E402
+from common import SHAPES, best_times, gemm_floor_call, synthetic_activations, use_device  # noqa: E402
 
 S = SHAPES
 
@@ -56,7 +56,8 @@ def sae_lens_w3():
 
 
 def sparsify_coder():
-    os.environ.setdefault("SPARSIFY_DISABLE_TRITON", "1")  # its Triton decoder needs CUDA
+    if torch.get_default_device().type != "cuda":
+        os.environ.setdefault("SPARSIFY_DISABLE_TRITON", "1")  # its Triton decoder needs CUDA
     from sparsify import SparseCoder, SparseCoderConfig
 
     return SparseCoder(S.d_in, SparseCoderConfig(num_latents=S.d_dict, k=S.k))
@@ -97,13 +98,15 @@ def main() -> None:
     ap.add_argument("--workload", choices=["W1", "W3"], required=True)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--bf16", action="store_true", help="under CPU bf16 autocast")
+    ap.add_argument("--bf16", action="store_true", help="under bf16 autocast")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    use_device(args.device)
     step = STEPS[(args.library, args.workload)]()
 
     def fn(x):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+        with torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.bf16):
             return step(x)
 
     if args.workload == "W1":
