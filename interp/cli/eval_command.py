@@ -30,6 +30,9 @@ def run(args) -> int:
 
     models = {}
     for run in args.runs:
+        if _is_transcoder_set(run):  # a CLT or a folder of per-layer transcoders: the all-MLPs-replaced model
+            _evaluate_set(args, Path(run), models)
+            continue
         d = Dictionary.load(run, args.device)
         spec = args.model or d.cfg.model
         if spec not in models:
@@ -41,3 +44,37 @@ def run(args) -> int:
         write_metrics(Path(run), metrics, density)
         print(f"{run}: {json.dumps(headline(Path(run)))}")
     return 0
+
+
+def _is_transcoder_set(run: str) -> bool:
+    """A CLT folder (clt.json) or a transcoder set (layer_*/cfg.json run folders, no cfg.json of its own)."""
+    folder = Path(run)
+    return (folder / "clt.json").is_file() or (folder.is_dir() and not (folder / "cfg.json").exists()
+                                               and any(folder.glob("layer_*/cfg.json")))
+
+
+def _evaluate_set(args, folder: Path, models: dict) -> None:
+    """Every MLP replaced at once (interp.analysis.replacement_evals): writes replacement_metrics.json."""
+    import torch
+
+    from interp.analysis.replacement_evals import evaluate_replacement
+    from interp.config import write_atomic_text
+    from interp.data.tokens import take_contexts
+    from interp.model import load_model
+
+    if (folder / "clt.json").is_file():
+        from transcoders.clt import load_clt
+
+        clt = load_clt(folder, args.device)
+        transcoders, spec = clt.layer_transcoders(), args.model or clt.cfg.model
+    else:
+        from transcoders.sets import load_transcoder_set
+
+        transcoders = load_transcoder_set(folder, device=args.device)
+        spec = args.model or next(iter(transcoders.values())).cfg.model
+    if spec not in models:
+        models[spec] = load_model(spec, args.device, getattr(torch, args.dtype))
+    tokens = take_contexts(models[spec], args.source, args.split, args.n_ctx, args.eval_contexts, text_column=args.text_column)
+    metrics = evaluate_replacement(models[spec], transcoders, tokens)
+    write_atomic_text(folder / "replacement_metrics.json", json.dumps(metrics, indent=2))
+    print(f"{folder}: {json.dumps({k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)})}")

@@ -83,3 +83,19 @@ def _cached(model, tokens, names, hooks):
     cache = {}
     capture = [(n, lambda act, hook: cache.__setitem__(hook.name, act)) for n in names]
     return model.run_with_hooks(tokens, fwd_hooks=hooks + capture), cache
+
+
+def test_interp_eval_reports_the_replacement_model_of_a_set_and_of_a_clt(model, tmp_path, capsys):
+    import json
+
+    from interp.cli import main
+
+    for layer, tc in transcoders(model).items():
+        tc.cfg = tc.cfg.replace(model=SPEC)
+        tc.save(tmp_path / "set" / f"layer_{layer}")
+    random_clt(model).save(tmp_path / "clt")
+    for name in ("set", "clt"):
+        assert main(["eval", str(tmp_path / name), "--eval-contexts", "2", "--n-ctx", "32"]) == 0
+        written = json.loads((tmp_path / name / "replacement_metrics.json").read_text())
+        assert written["layers"] == [0, 1, 2] and written["ce_loss_replaced"] > written["ce_loss_clean"]
+    assert "ce_recovered" in capsys.readouterr().out
