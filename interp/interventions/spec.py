@@ -5,6 +5,7 @@ codes that mean-ablation needs (`mean_codes`)."""
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -39,8 +40,13 @@ class Intervention:
     mean: torch.Tensor | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
-        latents = (self.latents,) if isinstance(self.latents, int) else tuple(int(i) for i in self.latents)
+        ids = torch.as_tensor(self.latents)
+        if ids.is_floating_point() or ids.dtype == torch.bool or ids.is_complex():
+            raise ValueError(f"latents must be integer indices, got {self.latents!r}.")
+        latents = tuple(ids.flatten().tolist())
         object.__setattr__(self, "latents", latents)
+        if not isinstance(self.where, (str, slice)):
+            object.__setattr__(self, "where", _position(self.where))
         d_dict = self.dictionary.cfg.d_dict
         if not latents:
             raise ValueError("An intervention needs at least one latent; got none.")
@@ -110,6 +116,13 @@ class Intervention:
         if self.mean is None:
             return torch.zeros_like(x)
         return self.mean.to(x)[list(self.latents)].expand_as(x)
+
+
+def _position(where) -> int:
+    try:
+        return operator.index(where)
+    except TypeError:
+        raise ValueError(f"where={where!r} is not a position: expected 'all', 'new', an int or a slice.") from None
 
 
 def edit_codes(rows: list[list[Intervention]], prompt_len: int | None = None) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -145,3 +145,15 @@ def test_bad_inputs_at_run_time_fail_in_one_line(tiny, iv, match):
     assert "\n" not in str(err.value)
     assert torch.equal(tiny(TOKENS), tiny(TOKENS))  # no hook left behind
     assert not any(h.fwd_hooks for h in tiny.hook_dict.values())
+
+
+def test_latents_and_positions_from_tensors_and_numpy_ints():
+    import numpy as np
+
+    d = sae()
+    iv = Intervention.add(d, torch.tensor([3, 5]), 1.0, where=np.int64(2))
+    assert iv.latents == (3, 5) and iv.where == 2 and Intervention.add(d, torch.tensor(7), 1.0).latents == (7,)
+    with pytest.raises(ValueError, match="integer indices"):
+        Intervention.add(d, 2.5, 1.0)
+    with pytest.raises(ValueError, match="not a position"):
+        Intervention.add(d, 2, 1.0, where=1.5)
