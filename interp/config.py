@@ -9,6 +9,8 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+from interp.errors import UserError
+
 T = TypeVar("T")
 
 
@@ -32,7 +34,10 @@ def from_dict(cls: type[T], data: dict[str, Any], source: str = "config") -> T:
     for name, value in data.items():
         if not _matches(value, hints[name]):
             raise ValueError(f"{source}: field {name!r} should be {hints[name]}, got {value!r}.")
-    return cls(**data)
+    try:
+        return cls(**data)
+    except ValueError as err:  # the config's own checks (__post_init__): say which file failed them
+        raise UserError(f"{source}: {err}") from None
 
 
 def save_json(cfg: Any, path: Path) -> None:
@@ -44,8 +49,8 @@ def load_json(path: Path) -> dict[str, Any]:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} not found: is this a run folder written by `interp train`?") from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err}).") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        raise UserError(f"{path} is not valid JSON ({type(err).__name__}: {err}).") from None
 
 
 def write_atomic_text(path: Path, text: str) -> None:

@@ -26,6 +26,7 @@ from torch import nn
 
 from interp import __version__
 from interp.config import from_dict, load_json, save_json, to_dict
+from interp.errors import check_memory
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae.safetensors"
@@ -69,6 +70,9 @@ class DictionaryConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}.")
         if self.dtype not in ("float32", "float64", "bfloat16", "float16"):
             raise ValueError(f"dtype {self.dtype!r} is not one of float32, float64, bfloat16, float16.")
+        itemsize = {"float32": 4, "float64": 8}.get(self.dtype, 2)
+        check_memory(itemsize * self.d_dict * (self.d_in + self.d_out), f"A {self.arch} dictionary of d_in={self.d_in}, "
+                     f"d_dict={self.d_dict}, d_out={self.d_out}", "check d_dict (--width)")  # before allocating it
 
     def replace(self, **changes) -> DictionaryConfig:
         return dataclasses.replace(self, **changes)

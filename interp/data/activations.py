@@ -36,6 +36,14 @@ from interp.errors import UserError
 CACHE_FIELDS = ("model", "hooks", "gradients", "source", "split", "n_ctx")  # what readers of a finished cache use
 
 
+def positive(**values: int) -> None:
+    """Fail on a count below 1, naming the flag it came from."""
+    for name, value in values.items():
+        if not (isinstance(value, int) and value >= 1):
+            flag = {"batch_size": " (--batch-size)", "mix": " (--shuffle-shards)"}.get(name, "")
+            raise UserError(f"{name}={value!r}{flag}: expected a whole number of at least 1.")
+
+
 class BlockStream:
     """Shuffled batches of {key: [batch_size, d]} from the blocks a subclass reads (`_read_block`).
 
@@ -109,6 +117,9 @@ class ActivationStore(BlockStream):
                  n_ctx: int = 128, batch_size: int = 4096, block_contexts: int = 256, forward_batch: int = 32,
                  seed: int = 0, device: str = "cpu", cache_dir: str | None = None, text_column: str = "text",
                  gradients: dict[str, str] | None = None, shard: tuple[int, int] | None = None):
+        positive(batch_size=batch_size, block_contexts=block_contexts, forward_batch=forward_batch)
+        if not (isinstance(n_ctx, int) and n_ctx >= 2):
+            raise UserError(f"n_ctx={n_ctx!r} (--n-ctx): a context holds BOS and at least one token; expected at least 2.")
         self.model, self.hooks, self.gradients = model, dict(hooks), dict(gradients or {})
         for name in set(self.hooks.values()) | set(self.gradients.values()):
             validate_hook(model, name)
@@ -201,6 +212,7 @@ class CacheStore(BlockStream):
 
     def __init__(self, cache_dir: str, batch_size: int = 4096, mix: int = 4, seed: int = 0, device: str = "cpu",
                  shard: tuple[int, int] | None = None):
+        positive(batch_size=batch_size, mix=mix)
         self.cache = ShardCache.open(cache_dir)
         missing = [k for k in CACHE_FIELDS if k not in self.cache.description]
         if missing or not all(isinstance(self.cache.description[k], dict) for k in ("hooks", "gradients")):
@@ -213,8 +225,6 @@ class CacheStore(BlockStream):
         if len(self.shards) < self.world_size:
             raise ValueError(f"The activation cache {cache_dir} holds {len(self.shards)} shard(s), fewer than the "
                              f"{self.world_size} ranks reading it; harvest more tokens into it or use fewer ranks.")
-        if mix < 1:
-            raise ValueError(f"mix={mix}: pool at least one shard per block.")
         self.batch_size, self.mix, self.seed, self.device = batch_size, mix, seed, device
         self.pools_per_pass = math.ceil(len(range(self.rank, len(self.shards), self.world_size)) / mix)
         self._start_stream()

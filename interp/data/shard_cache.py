@@ -122,7 +122,7 @@ def read_manifest(path: Path) -> dict:
 
     try:
         stored = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise bad(f"not JSON ({err})") from None
     if not isinstance(stored, dict) or not isinstance(stored.get("description"), dict) \
             or not isinstance(stored.get("shards"), dict):

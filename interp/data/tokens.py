@@ -8,12 +8,14 @@ attention sink).
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
 from interp.data.corpus import SHAKESPEARE, shakespeare_texts
+from interp.errors import UserError
 from interp.model import bos_token_id, encode_text
 
 HOLDOUT_EVERY = 20  # local files without splits: every 20th document is validation
@@ -33,7 +35,11 @@ def iter_texts(source: str, split: str = "train", text_column: str = "text") -> 
         builder = _BUILDERS.get(files[0].suffix)
         if builder is None:
             raise ValueError(f"Cannot read {files[0].name}: expected one of {', '.join(_BUILDERS)}.")
-        rows = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train")
+        check_text_files(files)
+        try:
+            rows = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train")
+        except datasets.exceptions.DatasetGenerationError as err:
+            raise UserError(f"Cannot read {source} as {builder} ({err.__cause__ or err}); check the files' format.") from None
         rows = _holdout(rows, split)
     else:
         name, _, config = source.partition(":")
@@ -52,6 +58,22 @@ def local_files(path: Path) -> list[Path]:
     return files
 
 
+def check_text_files(files: list[Path]) -> None:
+    """Fail, naming the file, on an empty file or a text file that is not UTF-8 text (binary data)."""
+    for f in files:
+        if f.stat().st_size == 0:
+            raise UserError(f"Text source {f} is empty; give a file with text in it.")
+        if f.suffix == ".txt":
+            with open(f, "rb") as handle:
+                head = handle.read(1 << 16)
+            try:
+                text = codecs.getincrementaldecoder("utf-8")().decode(head, final=len(head) < 1 << 16)
+            except UnicodeDecodeError as err:
+                raise UserError(f"Text source {f} is not UTF-8 text (byte {err.start}); is it a binary file?") from None
+            if "\x00" in text:
+                raise UserError(f"Text source {f} holds NUL bytes: it is a binary file, not text.")
+
+
 def _holdout(rows, split: str):
     if split == "train":
         return rows.filter(lambda _, i: i % HOLDOUT_EVERY != HOLDOUT_EVERY - 1, with_indices=True)
@@ -64,6 +86,9 @@ def iter_contexts(model, source: str, split: str, n_ctx: int, text_column: str =
     """Packed contexts [n_ctx] of token ids, each starting with BOS, documents separated by BOS."""
     if n_ctx < 2:
         raise ValueError(f"n_ctx must be at least 2, got {n_ctx}.")
+    longest = getattr(getattr(model, "cfg", None), "n_ctx", n_ctx)
+    if n_ctx > longest:
+        raise UserError(f"n_ctx={n_ctx} (--n-ctx) is longer than the model's context of {longest} tokens; use at most {longest}.")
     bos = bos_token_id(model)
     pending: list[int] = []
     for text in iter_texts(source, split, text_column):
@@ -76,6 +101,8 @@ def iter_contexts(model, source: str, split: str, n_ctx: int, text_column: str =
 
 def take_contexts(model, source: str, split: str, n_ctx: int, n: int, skip: int = 0, text_column: str = "text") -> torch.Tensor:
     """Contexts skip..skip+n as [n', n_ctx] (n' < n when the source runs out)."""
+    if not (isinstance(n, int) and n >= 1 and skip >= 0):
+        raise UserError(f"take_contexts: n={n!r} contexts (--eval-contexts), skip={skip!r}; expected n >= 1 and skip >= 0.")
     out = []
     for i, ctx in enumerate(iter_contexts(model, source, split, n_ctx, text_column)):
         if i >= skip + n:

@@ -18,7 +18,7 @@ def claims(folder: Path) -> bool:
         return False
     try:
         return "arch" in json.loads((folder / CFG_FILE).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, TypeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, RecursionError):
         return False
 
 

@@ -29,7 +29,7 @@ def claims(folder: Path) -> bool:
         return False
     try:
         cfg = json.loads((folder / "cfg.json").read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         return False
     return isinstance(cfg, dict) and "arch" not in cfg and "k" in cfg and "d_in" in cfg
 

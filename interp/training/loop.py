@@ -24,9 +24,10 @@ import torch
 from tqdm.auto import tqdm
 
 from interp.data.activations import BlockStream
-from interp.training.checkpoint import TrainingInterrupted, load_checkpoint, save_checkpoint, stop_on_signals
+from interp.training.checkpoint import TrainingInterrupted, check_step, load_checkpoint, save_checkpoint, stop_on_signals
 from interp.config import to_dict
 from interp.dictionary import Dictionary
+from interp.errors import UserError
 from interp.distributed import (any_rank, average_buffers, average_gradients, broadcast_module, broadcast_object,
                                 gather_batches, gather_objects, gather_to_main, union, world)
 from interp.training.losses import dead_latent_auxk, normalize_rows, reconstruction_loss, remove_parallel_grad
@@ -49,6 +50,13 @@ class TrainConfig:
     parallel: str = "data"  # under torchrun: "data" (ranks split each batch) or "module" (ranks split the dictionaries)
 
     def __post_init__(self):
+        for name, low in (("tokens", 1), ("checkpoint_every", 1), ("warmup_steps", 0)):
+            if not getattr(self, name) >= low:
+                raise UserError(f"{name}={getattr(self, name)!r} (--{name.replace('_', '-')}): expected at least {low}.")
+        for name, ok, expected in (("lr", self.lr > 0, "> 0"), ("grad_clip", self.grad_clip > 0, "> 0"),
+                                   ("decay_fraction", 0 <= self.decay_fraction <= 1, "between 0 and 1")):
+            if not ok:
+                raise UserError(f"{name}={getattr(self, name)!r} (--{name.replace('_', '-')}): expected {expected}.")
         if self.stack not in ("auto", "on", "off"):
             raise ValueError(f"stack={self.stack!r}: expected 'auto' (stack sweeps on CUDA), 'on' or 'off'.")
         if self.parallel not in ("data", "module"):
@@ -164,7 +172,7 @@ def train(dictionaries: list[Dictionary], store: BlockStream, cfg: TrainConfig, 
     header = {"train": to_dict(cfg), "dictionaries": [to_dict(d.cfg) for d in dictionaries],
               "batch_size": store.batch_size, "world_size": world_size}
     if resume:
-        step = _restore(out_dir, header, trainees, store)
+        step = check_step(_restore(out_dir, header, trainees, store), n_steps, out_dir)
     else:
         step = 0
         sample = store.block_rows(0)  # the stream's first block (rank 0's); initialisation consumes no batch
