@@ -6,7 +6,8 @@ learn general features and later ones refine them (less absorption and splitting
 Codes are BatchTopK's (the k*batch largest pre-activations of the batch in
 training, one global threshold at inference; `saes.batchtopk`). With prefix
 widths m_1 < m_2 < ... < m_P = d_dict (`cfg.prefixes`, cumulative, as SAELens's
-`matryoshka_widths`), prefix p reconstructs x with latents [0, m_p):
+`matryoshka_widths`; d_dict is always the last prefix, listed or not, so a sweep
+over d_dict keeps the inner prefixes), prefix p reconstructs x with latents [0, m_p):
 
     x_hat_p = codes[:, :m_p] W_dec[:m_p] + b_dec
     loss    = sum_p ||x - x_hat_p||^2          (summed over d, averaged over tokens)
@@ -31,7 +32,8 @@ from saes.batchtopk import BatchTopKSAE
 
 def prefix_widths(cfg) -> tuple[int, ...]:
     """The cumulative prefix widths, ending at d_dict (one prefix when `cfg.prefixes` is empty)."""
-    return tuple(cfg.prefixes) or (cfg.d_dict,)
+    inner = tuple(cfg.prefixes)
+    return inner if inner[-1:] == (cfg.d_dict,) else (*inner, cfg.d_dict)
 
 
 @register("matryoshka")
@@ -40,9 +42,9 @@ class MatryoshkaSAE(BatchTopKSAE):
     def validate(cls, cfg):
         super().validate(cfg)
         widths = prefix_widths(cfg)
-        if widths[-1] != cfg.d_dict or any(a >= b for a, b in zip(widths, widths[1:])) or widths[0] <= 0:
-            raise ValueError(f"matryoshka prefixes must be strictly increasing cumulative widths ending at "
-                             f"d_dict={cfg.d_dict}, got {tuple(cfg.prefixes)}; e.g. prefixes=[128, 512, {cfg.d_dict}].")
+        if any(a >= b for a, b in zip(widths, widths[1:])) or widths[0] <= 0:
+            raise ValueError(f"matryoshka prefixes must be strictly increasing cumulative widths between 1 and "
+                             f"d_dict={cfg.d_dict}, got {list(cfg.prefixes)}; e.g. prefixes=[128, 512] (d_dict is the last).")
         if cfg.hook_in != cfg.hook_out or cfg.d_in != cfg.d_out or cfg.skip:
             raise ValueError("matryoshka dictionaries are SAEs (their prefix losses reconstruct the input); got "
                              f"{cfg.hook_in} -> {cfg.hook_out}, d_in={cfg.d_in}, d_out={cfg.d_out}, skip={cfg.skip}.")

@@ -65,7 +65,8 @@ def test_save_load_round_trip_and_bad_prefixes(tmp_path):
     assert type(loaded) is type(d) and loaded.cfg == d.cfg and loaded.cfg.prefixes == [32, 128]
     x = torch.randn(5, 32)
     torch.testing.assert_close(loaded(x), d(x))
-    for bad in ([64], [64, 32, 128], [0, 128]):
+    assert make("matryoshka", prefixes=[32]).cfg.prefixes == [32]  # d_dict is the implicit last prefix
+    for bad in ([256], [64, 32, 128], [0, 128]):
         with pytest.raises(ValueError, match="strictly increasing"):
             make("matryoshka", prefixes=bad)
     with pytest.raises(ValueError, match="SAEs"):
@@ -75,7 +76,7 @@ def test_save_load_round_trip_and_bad_prefixes(tmp_path):
 def test_saelens_export_is_jumprelu_with_the_global_threshold_and_round_trips(tmp_path):
     import json
 
-    from interp.io.saelens import save_saelens
+    from interp.io.saelens import load_saelens, save_saelens
 
     d = make("matryoshka", prefixes=[32, 128])
     with torch.no_grad():
@@ -83,7 +84,7 @@ def test_saelens_export_is_jumprelu_with_the_global_threshold_and_round_trips(tm
         d.W_enc.normal_()
     folder = save_saelens(d, tmp_path / "sl")
     assert json.loads((folder / "cfg.json").read_text())["architecture"] == "jumprelu"
-    back = Dictionary.load(folder)
+    back = load_saelens(folder)
     assert back.arch == "matryoshka" and back.cfg.prefixes == [32, 128]
     x = torch.randn(7, 32)
     torch.testing.assert_close(back(x), d(x))
