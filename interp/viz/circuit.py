@@ -21,7 +21,8 @@ from pathlib import Path
 import plotly.graph_objects as go
 
 from interp.viz.report import Report
-from interp.viz.templates import static, visible
+from interp.viz.templates import static
+from interp.viz.text import visible
 from interp.viz.validation import add_validation
 
 KIND_STYLE = {  # marker symbol, colour
@@ -91,7 +92,8 @@ def graph_figure(graph_json: dict, height: int = 700, max_edges: int = 600) -> g
     fig.update_layout(
         height=height, margin={"l": 60, "r": 20, "t": 30, "b": 80}, plot_bgcolor="white", clickmode="event",
         legend={"orientation": "h", "y": 1.04},
-        xaxis={"tickmode": "array", "tickvals": list(range(len(tokens))), "ticktext": [html.escape(t) for t in tokens],
+        xaxis={"tickmode": "array", "tickvals": list(range(len(tokens))),
+               "ticktext": [html.escape(visible(t)) for t in tokens],
                "tickangle": -45, "showgrid": False, "zeroline": False},
         yaxis={"tickmode": "array", "tickvals": [-1, *range(n_layers + 1)],
                "ticktext": ["emb", *[f"L{i}" for i in range(n_layers)], "logits"], "showgrid": True, "zeroline": False})
@@ -120,7 +122,7 @@ def node_details(graph_json: dict, contexts: dict | None = None, logit_effects: 
         if contexts and key in contexts:
             d["contexts"] = [{**c, "tokens": [visible(t) for t in c["tokens"]]} for c in contexts[key]]
         if logit_effects and key in logit_effects:
-            d["promoted"], d["suppressed"] = logit_effects[key]
+            d["promoted"], d["suppressed"] = ([[visible(t), v] for t, v in rows] for rows in logit_effects[key])
         details[node["id"]] = d
     return details
 
@@ -133,7 +135,7 @@ def circuit_report(graph_json: dict, path: str | Path | None = None, contexts: d
     kept = [n for n in graph_json["nodes"] if n["kept"]]
     initial = max((n for n in kept if n["kind"] == "feature"), key=lambda n: n["influence"], default=None)
     report = Report(title).add_style(static("circuit.css"))
-    report.add_heading("Prompt").add_code(graph_json["prompt"])
+    report.add_heading("Prompt").add_code(visible(graph_json["prompt"]))
     report.add_table([{"replacement score": graph_json["scores"].get("replacement", float("nan")),
                        "completeness score": graph_json["scores"].get("completeness", float("nan")),
                        "kept nodes": len(kept), "kept edges": len(graph_json["edges"]),

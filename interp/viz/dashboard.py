@@ -3,7 +3,7 @@ and as a static, offline site.
 
 Pages are rendered from templates (`templates/feature.html.j2`, `feature_index.html.j2`,
 `site.html.j2`) that escape everything; token strings reach them as plain text and go
-through the `visible` filter (control characters made visible) before escaping. The
+through the `visible` filter (`interp.viz.text`: hidden characters made visible) before escaping. The
 site's index data goes through `textContent` in the browser.
 
 - `show_feature(stats, i)`: an object whose `_repr_html_` renders one feature
@@ -27,7 +27,8 @@ from plotly.offline import get_plotlyjs
 
 from interp.analysis.features import FeatureStats
 from interp.config import write_atomic_text
-from interp.viz.templates import render, safe_json, visible
+from interp.viz.templates import render, safe_json
+from interp.viz.text import visible
 
 __all__ = ["feature_html", "feature_histogram", "histogram_data", "index_rows", "search", "show_feature", "show_index",
            "visible", "write_site"]

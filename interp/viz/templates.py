@@ -2,9 +2,10 @@
 
 Every `{{ value }}` in a template is escaped (`html.escape`, quotes included) unless it is `Markup`; only
 figure HTML from plotly's own writer and the library's own CSS and scripts (`static`) are marked so. Token
-strings go through the `visible` filter first (control characters shown as symbols). JSON in a data island
-goes through `tojson` (`<`, `>`, `&` and line separators as unicode escapes, so no string can end the
-script element). Undefined names are errors, not empty strings.
+strings and titles go through the `visible` filter first (`interp.viz.text.visible`: control, bidi-override
+and other invisible characters shown as escapes). JSON in a data island goes through `tojson` (`<`, `>`, `&`
+and line separators as unicode escapes, so no string can end the script element). Undefined names are
+errors, not empty strings.
 
 Line breaks and the indentation after them in a template are layout for its reader and are not output
 (contexts are shown with `white-space:pre`, where a stray newline would show): write a space where one is
@@ -16,16 +17,14 @@ from __future__ import annotations
 import html
 import json
 import re
-from functools import cache
+from functools import cache, lru_cache
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from jinja2.ext import Extension
 from jinja2.lexer import Token
 from markupsafe import Markup
 
-# Control (Cc) and surrogate (Cs) code points as \xNN, newline/tab/CR as symbols: one str.translate table.
-_VISIBLE = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0), *range(0xD800, 0xE000))}
-_VISIBLE |= {ord("\n"): "↵", ord("\t"): "⇥", ord("\r"): "␍"}
+from interp.viz.text import visible
 
 
 class _DropLineBreaks(Extension):
@@ -37,7 +36,8 @@ class _DropLineBreaks(Extension):
 
 
 def _escape(value) -> Markup:
-    """What every `{{ value }}` outputs: Markup unchanged, anything else `str()` then `html.escape`d."""
+    """What every `{{ value }}` outputs: Markup unchanged, anything else `str()` then `html.escape`d (the
+    entities the pages always had, `&quot;` and `&#x27;`; autoescaping then leaves the Markup alone)."""
     if type(value) is str:
         return Markup(html.escape(value))
     return value if hasattr(value, "__html__") else Markup(html.escape(str(value)))
@@ -48,11 +48,6 @@ def num(value, spec: str) -> Markup:
     if not isinstance(value, (int, float)):
         raise TypeError(f"num formats numbers; got {type(value).__name__} {value!r}: show text as {{{{ text }}}}.")
     return Markup(format(value, spec))
-
-
-def visible(text: str) -> str:
-    """`text` with newline/tab/CR shown as symbols and other control characters as \\xNN (still unescaped)."""
-    return text.translate(_VISIBLE)
 
 
 def safe_json(data, ascii: bool = False) -> str:
@@ -69,7 +64,7 @@ def environment() -> Environment:
     """The jinja2 environment of `interp.viz` (autoescaping, strict undefined, line breaks dropped)."""
     env = Environment(loader=PackageLoader("interp.viz", "templates"), autoescape=True, undefined=StrictUndefined,
                       finalize=_escape, extensions=[_DropLineBreaks], keep_trailing_newline=False)
-    env.filters.update(visible=visible, num=num, tojson=lambda data: Markup(safe_json(data)))
+    env.filters.update(visible=lru_cache(maxsize=1 << 16)(visible), num=num, tojson=lambda data: Markup(safe_json(data)))
     env.globals.update(static=static)
     return env
 

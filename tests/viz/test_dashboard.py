@@ -6,7 +6,7 @@ import re
 
 from plotly.offline import get_plotlyjs
 
-from conftest import hand_stats
+from viz_helpers import hand_stats
 from interp.viz.dashboard import PLOTLY_FILE, feature_html, show_index, write_site
 
 

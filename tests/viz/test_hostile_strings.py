@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from conftest import hand_stats
+from viz_helpers import hand_stats
 from interp.viz.circuit import circuit_report
 from interp.viz.dashboard import feature_html, show_feature, show_index, write_site
 from interp.viz.density import write_density_page
@@ -114,3 +114,16 @@ def test_every_template_is_rendered_by_a_view_above(tmp_path, monkeypatch):
         view(HOSTILE, tmp_path)
     shipped = set(env.list_templates(filter_func=lambda name: name.endswith(".j2")))
     assert shipped and shipped <= rendered, f"add a view of {shipped - rendered} to VIEWS"
+
+
+SPOOF = "Romeo gave a ring to \u202eteiluJ\x07"  # a right-to-left override and a control character
+
+
+@pytest.mark.parametrize("view", ["report", "features", "site", "circuit"])
+def test_titles_and_token_strings_show_hidden_characters(view, tmp_path):
+    pages = VIEWS[view](SPOOF, tmp_path)
+    for name, page in pages.items():
+        if view == "report":  # the title is shown visibly; prose given to add_text is the caller's own text
+            page = page.split("<h2>")[0]
+        assert "\u202e" not in page and "\x07" not in page, name
+    assert any("\\u202eteiluJ\\x07" in page for page in pages.values())

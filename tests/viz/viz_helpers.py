@@ -1,4 +1,5 @@
-import pytest
+"""Hand-written inputs for the viz tests (no model needed)."""
+
 import torch
 
 from interp.analysis.features import FeatureStats
@@ -26,9 +27,3 @@ def hand_stats(token: str = "b", meta_text: str = "x") -> FeatureStats:
     meta = {"d_dict": 2, "tokens_seen": 10, "left": 1, "bands": 2, "n_heads": 2, "arch": meta_text, "hook_in": meta_text,
             "hook_out": meta_text, "source": meta_text}
     return FeatureStats(tensors, meta, {0: "a", 1: token, 2: "c"})
-
-
-@pytest.fixture
-def stats_with():
-    """stats_with(token, meta_text) -> hand-built FeatureStats (see `hand_stats`)."""
-    return hand_stats
