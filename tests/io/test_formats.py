@@ -267,3 +267,12 @@ def test_truncated_and_foreign_files_fail(tmp_path):
     (tmp_path / "c" / "params.npz").write_bytes(b"PK\x03\x04 broken zip")
     with pytest.raises(ValueError, match="not a readable .npz"):
         load_dictionary(tmp_path / "c")
+
+
+def test_sparsify_config_disagreeing_with_tensors_fails(tmp_path):
+    sparsify_folder(tmp_path / "layers.3", num_latents=2 * F)
+    with pytest.raises(ValueError, match="config says d_dict=32 but the weights have d_dict=16"):
+        load_dictionary(tmp_path / "layers.3")
+    sparsify_folder(tmp_path / "layers.4", skip=False, skip_connection=True)
+    with pytest.raises(ValueError, match=r"do not match cfg.json \(expected .*W_skip"):
+        load_dictionary(tmp_path / "layers.4")
