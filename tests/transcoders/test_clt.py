@@ -140,3 +140,11 @@ def test_export_acts_on_raw_activations():
     x = torch.randn(8, L, D, dtype=torch.float64)
     scaled_out = clt(x * torch.tensor(s_in, dtype=x.dtype)[:, None])
     torch.testing.assert_close(raw(x), scaled_out / torch.tensor(s_out, dtype=x.dtype)[:, None])
+
+
+def test_jumprelu_clt_trains(tiny, tmp_path):
+    logs = []
+    cfg = TrainConfig(tokens=128 * 8, lr=3e-3, warmup_steps=2, checkpoint_every=1000)
+    clt = tiny_clt(tiny, arch="jumprelu", l0_coeff=1e-3, bandwidth=0.05)
+    train_clt(clt, store(tiny), cfg, tmp_path, log=lambda step, s: logs.append(s))
+    assert logs[-1]["mse"] < 0.8 * logs[0]["mse"] and logs[-1]["l0"] > 0
