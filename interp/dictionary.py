@@ -5,9 +5,24 @@ back to y [batch, d_out]:  codes = act(pre), pre = (x - b_dec) W_enc + b_enc
 (SAEs subtract b_dec; transcoders do not), y = codes W_dec + b_dec.
 Architectures subclass `Dictionary` and override only what makes them
 different: `activation`, `sparsity_loss`, and optionally `init_from_data`.
-They register under a name so saved files load without the caller knowing
-the class; third-party architectures register through the
-`interp.dictionaries` entry-point group.
+
+What an architecture file (one file in saes/, e.g. saes/topk.py) declares:
+- `@register("name")` on the class, and the same name in pyproject.toml under
+  `[project.entry-points."interp.dictionaries"]` (`name = "saes.file:Class"`),
+  so `architecture(name)` and `Dictionary.load` find it in a process that
+  never imported saes. Registering a taken name with another class is an
+  error; re-registering the same class (same module and qualified name, e.g.
+  after a module reload) replaces it. A config whose `arch` is not the
+  class's registered name is an error.
+- `defaults(cfg)`: its values for the knobs a config leaves as None (k,
+  l1_coeff, l0_coeff, beta, aux_k); knobs it does not use are recorded as off (0).
+- `sweep_fields`: the DictionaryConfig fields a sweep varies (`interp train`
+  accepts comma-separated values for exactly these).
+- `dead_window(tokens, batch_size)`: the dead-latent window for AuxK when the
+  config leaves `dead_tokens` as None (default: a tenth of the run).
+- `stacking` (and `stacked_forward`): how same-shaped members of a sweep
+  train as one stack (`interp.training.stacked`).
+- `validate(cfg)`: what it needs from a config, with a clear error.
 """
 
 from __future__ import annotations
@@ -38,20 +53,21 @@ class DictionaryConfig:
 
     arch: str
     d_in: int
-    d_dict: int
+    d_dict: int = 0  # latents; 0: 8 x d_in
     d_out: int = 0  # 0: same as d_in
     hook_in: str = ""
     hook_out: str = ""  # "": same as hook_in
     model: str = ""
-    k: int = 0  # TopK / BatchTopK: active latents per token
-    l1_coeff: float = 0.0  # ReLU: decoder-norm-weighted L1 coefficient
-    l0_coeff: float = 0.0  # JumpReLU: L0 coefficient
-    bandwidth: float = 0.001  # JumpReLU: straight-through estimator bandwidth
+    # The knobs below left as None take the architecture's default (its `defaults`) when the dictionary is built.
+    k: int | None = None  # TopK / BatchTopK / g-SAE: active latents per token (default 32)
+    l1_coeff: float | None = None  # ReLU: decoder-norm-weighted L1 coefficient (default 5)
+    l0_coeff: float | None = None  # JumpReLU: L0 coefficient (default 0.01)
+    bandwidth: float = 0.05  # JumpReLU: straight-through estimator bandwidth
     threshold_init: float = 0.001  # JumpReLU: initial threshold
-    beta: float = 0.0  # gradient SAE: weight of the loss-gradient sensitivity in TopK selection
-    aux_k: int = 0  # AuxK: latents used to model the residual with dead latents (0: off)
-    aux_coeff: float = 1 / 32
-    dead_tokens: int = 1_000_000  # a latent silent for this many tokens counts as dead
+    beta: float | None = None  # g-SAE: weight of the loss-gradient sensitivity in TopK selection (0 = TopK; default 1)
+    aux_k: int | None = None  # AuxK: dead latents used to model the residual (0: off; default d_in/2 for the TopK family)
+    aux_coeff: float = 1 / 32  # AuxK: weight of the auxiliary loss
+    dead_tokens: int | None = None  # AuxK: a latent silent this many tokens is dead (default: a tenth of the run)
     subtract_b_dec: bool = True  # SAEs centre inputs by b_dec; transcoders do not
     skip: bool = False  # skip transcoders: a linear path W_skip [d_in, d_out] beside the sparse one
     prefixes: list[int] = field(default_factory=list)  # Matryoshka: cumulative prefix widths ending at d_dict ([]: one)
@@ -63,6 +79,8 @@ class DictionaryConfig:
         object.__setattr__(self, "prefixes", [int(w) for w in self.prefixes])  # a list, as JSON gives it back
         if self.d_out == 0:
             object.__setattr__(self, "d_out", self.d_in)
+        if self.d_dict == 0:
+            object.__setattr__(self, "d_dict", 8 * self.d_in)
         if self.hook_out == "":
             object.__setattr__(self, "hook_out", self.hook_in)
         for name in ("d_in", "d_dict", "d_out"):
@@ -101,13 +119,27 @@ class TrainingStep:
         return (active != 0).sum(-1).float().mean().item()
 
 
+# Knobs an architecture does not use are recorded as off.
+OFF = {"k": 0, "l1_coeff": 0.0, "l0_coeff": 0.0, "beta": 0.0, "aux_k": 0}
+ENTRY_POINTS = "interp.dictionaries"
 _REGISTRY: dict[str, type[Dictionary]] = {}
 
 
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 def register(name: str):
-    """Class decorator: make an architecture loadable by its `arch` name."""
+    """Class decorator: make an architecture loadable by its `arch` name.
+
+    A name taken by another class (another module or qualified name) is an error; the same
+    class registered again (a module reload, a notebook cell run twice) replaces the old one."""
 
     def wrap(cls):
+        old = _REGISTRY.get(name)
+        if old is not None and _qualified(old) != _qualified(cls):
+            raise ValueError(f"Architecture name {name!r} is already registered to {_qualified(old)}; cannot register "
+                             f"{_qualified(cls)} under it. Choose another name.")
         cls.arch = name
         _REGISTRY[name] = cls
         return cls
@@ -115,14 +147,25 @@ def register(name: str):
     return wrap
 
 
+def architecture_names() -> list[str]:
+    """Every architecture name: registered in this process or declared by an installed package's entry points."""
+    return sorted(set(_REGISTRY) | {ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINTS)})
+
+
 def architecture(name: str) -> type[Dictionary]:
-    """The class registered as `name`, looking in installed entry points if needed."""
+    """The class registered as `name`, loading it from the installed entry points if needed."""
     if name not in _REGISTRY:
-        for ep in importlib.metadata.entry_points(group="interp.dictionaries"):
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINTS):
             if ep.name == name:
-                ep.load()
+                cls = ep.load()
+                if name not in _REGISTRY and isinstance(cls, type) and issubclass(cls, Dictionary):
+                    register(name)(cls)  # a third-party class declared only by its entry point
+                if _REGISTRY.get(name) is not cls:
+                    raise ValueError(f"Entry point {name!r} ({ep.value}) names {_qualified(cls)}, which is registered as "
+                                     f"{getattr(cls, 'arch', '')!r}; make the entry-point name and @register name agree.")
     if name not in _REGISTRY:
-        raise ValueError(f"Unknown architecture {name!r}; registered: {sorted(_REGISTRY) or 'none (is saes installed?)'}.")
+        raise ValueError(f"Unknown architecture {name!r}; known: {architecture_names() or 'none'}. Install the package "
+                         "that provides it (pip install -e . declares the built-in ones) or register it with @register.")
     return _REGISTRY[name]
 
 
@@ -132,13 +175,17 @@ class Dictionary(nn.Module):
     arch: ClassVar[str] = ""
     unit_norm_decoder: ClassVar[bool] = True  # False: decoder norms are folded on save instead
     needs: ClassVar[tuple[str, ...]] = ()  # extra stream keys training_forward takes (e.g. "grad")
-    # How interp.training.stacked trains several of these as one stack: "forward" (each member's own
-    # training_forward, one optimizer step for all), "topk" (the stacked TopK kernels, k = cfg.k: one
-    # encode and one decode for all), or "" (never stacked).
-    stacking: ClassVar[str] = "forward"
+    # Whether interp.training.stacked may train several of these as one stack (one optimizer step for all);
+    # `stacked_forward` says how their forward runs.
+    stacking: ClassVar[bool] = True
+    sweep_fields: ClassVar[tuple[str, ...]] = ("d_dict",)  # DictionaryConfig fields a sweep varies
 
     def __init__(self, cfg: DictionaryConfig):
         super().__init__()
+        if cfg.arch != self.arch:
+            raise ValueError(f"The config's arch is {cfg.arch!r} but {type(self).__name__} is registered as {self.arch!r}; "
+                             f"build it with architecture({cfg.arch!r})(cfg), or fix `arch` in the config.")
+        cfg = self.completed(cfg)
         self.validate(cfg)
         self.cfg = cfg
         dtype = getattr(torch, cfg.dtype)
@@ -152,6 +199,26 @@ class Dictionary(nn.Module):
     @classmethod
     def validate(cls, cfg: DictionaryConfig) -> None:
         """Raise if `cfg` lacks what this architecture needs."""
+
+    @classmethod
+    def defaults(cls, cfg: DictionaryConfig) -> dict:
+        """This architecture's values for the knobs (`OFF`'s keys) that `cfg` leaves as None."""
+        return {}
+
+    @classmethod
+    def completed(cls, cfg: DictionaryConfig) -> DictionaryConfig:
+        """`cfg` with every None knob set: the architecture's default, or off (0) for knobs it does not use."""
+        unset = [name for name in OFF if getattr(cfg, name) is None]
+        if not unset:
+            return cfg
+        defaults = {**OFF, **cls.defaults(cfg)}
+        return cfg.replace(**{name: defaults[name] for name in unset})
+
+    @classmethod
+    def dead_window(cls, tokens: int, batch_size: int) -> int:
+        """Tokens a latent may stay silent before AuxK treats it as dead, for a run of `tokens` tokens
+        in batches of `batch_size` (used when the config leaves `dead_tokens` as None)."""
+        return max(batch_size, tokens // 10)
 
     d_in = property(lambda self: self.cfg.d_in)
     d_out = property(lambda self: self.cfg.d_out)
@@ -197,6 +264,13 @@ class Dictionary(nn.Module):
 
     def sparsity_loss(self, step: TrainingStep) -> torch.Tensor:
         return step.recon.new_zeros(())
+
+    @classmethod
+    def stacked_forward(cls, stack: nn.Module, members: list[Dictionary], x: torch.Tensor) -> list[TrainingStep]:
+        """The training forward of E members whose parameters are slices of `stack`'s ([E, ...]), on one batch
+        x [batch, d_in]. By default each member runs its own `training_forward` (batching dense codes costs more
+        than it saves: benchmarks/bench_stacked.py); architectures with a batched path override this."""
+        return [m.training_forward(x) for m in members]
 
     @torch.no_grad()
     def init_from_data(self, x: torch.Tensor, target: torch.Tensor, generator: torch.Generator) -> None:
@@ -260,12 +334,13 @@ class Dictionary(nn.Module):
 
     @staticmethod
     def load(folder: str | Path, device: str = "cpu") -> Dictionary:
-        """Load any registered architecture saved by `save` (or a SAELens folder); fails clearly on bad files."""
-        folder = Path(folder)
-        if not (folder / WEIGHTS_FILE).exists() and (folder / "sae_weights.safetensors").exists():
-            from interp.io.saelens import load_saelens
+        """Load any registered architecture saved by `save`; fails clearly on bad files.
 
-            return load_saelens(folder, device)
+        Other libraries' formats (SAELens, sparsify, Gemma Scope, ...) load with `interp.load_dictionary`."""
+        folder = Path(folder)
+        if not (folder / WEIGHTS_FILE).exists() and folder.is_dir() and any(folder.glob("*.safetensors")):
+            raise FileNotFoundError(f"{folder} has no {WEIGHTS_FILE}: it is not a run folder written by interp. For other "
+                                    "libraries' formats (SAELens, sparsify, ...) use interp.load_dictionary(folder).")
         cfg = read_config(folder / CFG_FILE)
         model = architecture(cfg.arch)(cfg)
         model.load_state_dict(read_weights(folder / WEIGHTS_FILE, model.state_dict()))

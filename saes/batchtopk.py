@@ -12,6 +12,12 @@ THRESHOLD_MOMENTUM = 0.99
 
 @register("batchtopk")
 class BatchTopKSAE(Dictionary):
+    sweep_fields = ("d_dict", "k")
+
+    @classmethod
+    def defaults(cls, cfg):
+        return {"k": 32, "aux_k": cfg.d_in // 2}
+
     def __init__(self, cfg):
         super().__init__(cfg)
         self.register_buffer("threshold", torch.zeros((), dtype=self.W_enc.dtype))

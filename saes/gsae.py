@@ -40,6 +40,11 @@ def sensitivity(grad: torch.Tensor, W_dec: torch.Tensor) -> torch.Tensor:
 @register("gsae")
 class GradientSAE(TopKSAE):
     needs = ("grad",)
+    sweep_fields = ("d_dict", "k", "beta")
+
+    @classmethod
+    def defaults(cls, cfg):
+        return {**super().defaults(cfg), "beta": 1.0}
 
     def selection_scale(self, x, grad=None, **extras):
         return None if grad is None else 1 + self.cfg.beta * sensitivity(grad, self.W_dec)

@@ -50,6 +50,12 @@ class StepFunction(torch.autograd.Function):
 
 @register("jumprelu")
 class JumpReLUSAE(Dictionary):
+    sweep_fields = ("d_dict", "l0_coeff")
+
+    @classmethod
+    def defaults(cls, cfg):
+        return {"l0_coeff": 0.01}
+
     def __init__(self, cfg):
         super().__init__(cfg)
         self.log_threshold = nn.Parameter(torch.full((cfg.d_dict,), math.log(cfg.threshold_init), dtype=self.W_enc.dtype))

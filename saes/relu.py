@@ -11,6 +11,11 @@ from interp.dictionary import Dictionary, register
 @register("relu")
 class ReLUSAE(Dictionary):
     unit_norm_decoder = False
+    sweep_fields = ("d_dict", "l1_coeff")
+
+    @classmethod
+    def defaults(cls, cfg):
+        return {"l1_coeff": 5.0}
 
     @classmethod
     def validate(cls, cfg):

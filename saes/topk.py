@@ -20,7 +20,11 @@ def topk_codes(pre: torch.Tensor, k: int) -> torch.Tensor:
 
 @register("topk")
 class TopKSAE(Dictionary):
-    stacking = "topk"
+    sweep_fields = ("d_dict", "k")
+
+    @classmethod
+    def defaults(cls, cfg):
+        return {"k": 32, "aux_k": cfg.d_in // 2}
 
     @classmethod
     def validate(cls, cfg):
@@ -33,6 +37,18 @@ class TopKSAE(Dictionary):
     def selection_scale(self, x: torch.Tensor, **extras) -> torch.Tensor | None:
         """Per-latent factors [batch, d_dict] that re-rank latents for selection (None: by pre-activation)."""
         return None
+
+    @classmethod
+    def stacked_forward(cls, stack, members, x):
+        """One stacked TopK encode and one sparse decode over E * d_dict latents, one k per member."""
+        first = members[0]
+        if first.needs:
+            return super().stacked_forward(stack, members, x)
+        xc = x - stack.b_dec[:, None] if first.cfg.subtract_b_dec else x.expand(len(members), *x.shape)
+        skip = x @ stack.W_skip if first.cfg.skip else 0.0
+        values, indices = topk_encode(xc, stack.W_enc, stack.b_enc, [m.cfg.k for m in members])
+        recon = sparse_decode(values, indices, stack.W_dec) + stack.b_dec[:, None] + skip
+        return [TrainingStep(r, values=v, indices=i) for r, v, i in zip(recon.unbind(), values.unbind(), indices.unbind())]
 
     def training_forward(self, x, **extras):
         values, indices = topk_encode(self.centred(x), self.W_enc, self.b_enc, self.cfg.k, self.selection_scale(x, **extras))

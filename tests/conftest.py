@@ -3,7 +3,6 @@ import os
 import pytest
 import torch
 
-import saes  # noqa: F401 - registers the architectures
 from interp.model import load_model
 
 from helpers import TINY

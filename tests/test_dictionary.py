@@ -140,4 +140,60 @@ def test_architecture_validation():
     with pytest.raises(ValueError, match="k <= d_dict"):
         architecture("topk")(DictionaryConfig(arch="topk", d_in=4, d_dict=8, k=9))
     with pytest.raises(ValueError, match="l1_coeff"):
-        architecture("relu")(DictionaryConfig(arch="relu", d_in=4, d_dict=8))
+        architecture("relu")(DictionaryConfig(arch="relu", d_in=4, d_dict=8, l1_coeff=0.0))
+
+
+def test_each_architecture_fills_its_own_defaults():
+    """Knobs left as None take the architecture's defaults; knobs it does not use are recorded as off."""
+    topk = architecture("topk")(DictionaryConfig(arch="topk", d_in=32)).cfg
+    assert (topk.d_dict, topk.k, topk.aux_k, topk.l1_coeff, topk.beta) == (256, 32, 16, 0.0, 0.0)
+    relu = architecture("relu")(DictionaryConfig(arch="relu", d_in=32)).cfg
+    assert (relu.l1_coeff, relu.k, relu.aux_k) == (5.0, 0, 0)
+    gsae = architecture("gsae")(DictionaryConfig(arch="gsae", d_in=32, beta=0.0)).cfg
+    assert (gsae.k, gsae.beta, gsae.aux_k) == (32, 0.0, 16)  # an explicit 0 is kept
+    assert architecture("jumprelu")(DictionaryConfig(arch="jumprelu", d_in=32)).cfg.l0_coeff == 0.01
+    assert architecture("batchtopk").sweep_fields == ("d_dict", "k") and "beta" in architecture("gsae").sweep_fields
+
+
+def test_registering_a_taken_name_fails_but_the_same_class_may_register_again():
+    from interp.dictionary import register
+
+    topk = architecture("topk")
+    with pytest.raises(ValueError, match="already registered to saes.topk.TopKSAE"):
+        register("topk")(type("TopKSAE", (topk,), {}))  # another class (qualified name test_dictionary.TopKSAE)
+    assert architecture("topk") is topk
+    again = type(topk.__name__, (topk,), {"__module__": topk.__module__, "__qualname__": topk.__qualname__})
+    try:
+        assert register("topk")(again) is again and architecture("topk") is again  # e.g. importlib.reload(saes.topk)
+    finally:
+        register("topk")(topk)
+
+
+def test_a_config_naming_another_architecture_fails():
+    with pytest.raises(ValueError, match="registered as 'topk'"):
+        architecture("topk")(DictionaryConfig(arch="relu", d_in=4, d_dict=8))
+
+
+def test_every_builtin_architecture_loads_in_a_process_that_imports_only_interp(tmp_path):
+    """The entry points in pyproject.toml (pip install -e . puts them in the metadata) make saes optional to import."""
+    import importlib.metadata
+    import subprocess
+    import sys
+
+    names = sorted(ep.name for ep in importlib.metadata.entry_points(group="interp.dictionaries"))
+    assert {"relu", "topk", "batchtopk", "jumprelu", "gsae"} <= set(names)
+    x = torch.randn(5, 8, dtype=torch.float64)
+    for name in names:
+        dic = random_dictionary(name)
+        dic.save(tmp_path / name)
+        torch.save(dic(x), tmp_path / name / "expected.pt")
+    torch.save(x, tmp_path / "x.pt")
+    script = (f"import sys, torch, interp\nx = torch.load({str(tmp_path / 'x.pt')!r}, weights_only=True)\n"
+              f"for name in {names!r}:\n"
+              f"    d = interp.Dictionary.load({str(tmp_path)!r} + '/' + name)\n"
+              f"    want = torch.load({str(tmp_path)!r} + '/' + name + '/expected.pt', weights_only=True)\n"
+              "    assert d.arch == name and torch.equal(d(x), want), name\n"
+              "print('ok', sorted(m for m in sys.modules if m.startswith('saes.')))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("ok")

@@ -37,7 +37,8 @@ def train_transcoder_set(model, out_dir: str | Path, train_cfg, eval_tokens, lay
     """Train one transcoder per layer from a single model pass (one activation stream holding every
     layer's MLP input and output) and write `out_dir/layer_<L>/` run folders with metrics.
 
-    `fields` go to every layer's DictionaryConfig (k, d_dict, skip, ...)."""
+    `fields` go to every layer's DictionaryConfig (k, d_dict, skip, ...); what they leave out takes the
+    architecture's defaults (AuxK, the dead-latent window) and train()'s record of the run."""
     from interp.data.activations import ActivationStore
     from interp.dictionary import architecture
     from interp.training.runs import train_and_save
@@ -48,11 +49,6 @@ def train_transcoder_set(model, out_dir: str | Path, train_cfg, eval_tokens, lay
     store = ActivationStore(model, hooks, source=source, batch_size=batch_size, block_contexts=block_contexts,
                             seed=train_cfg.seed)
     spec = getattr(model, "spec", "")
-    if arch in ("topk", "batchtopk", "gsae"):
-        fields.setdefault("aux_k", model.cfg.d_model // 2)
-    fields.setdefault("dead_tokens", max(batch_size, train_cfg.tokens // 10))
-    fields.setdefault("training", {"source": source, "split": "train", "tokens": train_cfg.tokens, "batch_size": batch_size,
-                                   "lr": train_cfg.lr, "seed": train_cfg.seed})
     dictionaries = [architecture(arch)(transcoder_config(model.cfg.d_model, layer, arch, model=spec, **fields))
                     for layer in layers]
     folders = train_and_save(model, store, dictionaries, train_cfg, Path(out_dir), eval_tokens,

@@ -32,14 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"interp.cli.{name}_command")
         p = sub.add_parser(name, help=module.HELP, description=module.DESCRIPTION)
         module.add_arguments(p)
-        p.set_defaults(run=module.run)
+        p.set_defaults(command_function=module.run)  # not `run`: a command may have a positional named run
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
+        return args.command_function(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

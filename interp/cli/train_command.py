@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import itertools
 import json
 from pathlib import Path
 
 from interp.cli import add_source_arguments, headline
+from interp.cli.flags import add_flags, config_fields
 
 HELP = "train SAEs on a model's activations (defaults: TopK on the embedded SmolLM2-135M)"
 DESCRIPTION = ("Train one dictionary, or a sweep (comma-separated --hook/--k/--l1-coeff/--l0-coeff/--width) from a single "
@@ -14,62 +16,58 @@ DESCRIPTION = ("Train one dictionary, or a sweep (comma-separated --hook/--k/--l
                "Under torchrun it trains data-parallel, or module-parallel (--parallel module: one model pass, "
                "each rank trains its own sweep members).")
 DEFAULT_HOOK = "blocks.6.hook_resid_post"
-
-
-def _list(kind):
-    return lambda text: [kind(v) for v in text.split(",")]
+# The flags below are derived from these dataclass fields (defaults and help included): see interp.cli.flags.
+DICTIONARY_FIELDS = ["d_dict", "k", "l1_coeff", "l0_coeff", "beta", "bandwidth", "threshold_init", "aux_k", "aux_coeff",
+                     "dead_tokens"]
+TRAIN_FIELDS = ["tokens", "lr", "warmup_steps", "decay_fraction", "grad_clip", "checkpoint_every", "seed", "autocast",
+                "tf32", "stack", "parallel", "keep_checkpoint"]
 
 
 def add_arguments(t) -> None:
+    dictionary = config_fields("interp.dictionary", "DictionaryConfig")
     t.add_argument("--model", default="embedded", help="'embedded', a local HF folder, a .gguf file, 'tiny', or a TransformerLens name")
     t.add_argument("--hook", default=DEFAULT_HOOK, help="hook point to read (TransformerLens name); comma-separated names "
                    "train one dictionary per hook from one model pass")
-    t.add_argument("--arch", default="topk", choices=["relu", "topk", "batchtopk", "jumprelu", "gsae"],
-                   help="gsae: TopK whose selection weighs each latent's effect on the loss (needs a backward pass per batch)")
-    t.add_argument("--width", type=_list(int), default=None, help="latents (default 8 x d_in)")
-    t.add_argument("--k", type=_list(int), default=[32], help="active latents per token (topk, batchtopk)")
-    t.add_argument("--l1-coeff", type=_list(float), default=[5.0], help="L1 coefficient (relu)")
-    t.add_argument("--l0-coeff", type=_list(float), default=[0.01], help="L0 coefficient (jumprelu)")
-    t.add_argument("--beta", type=_list(float), default=[1.0], help="gradient weight in g-SAE selection (0 = TopK)")
-    t.add_argument("--bandwidth", type=float, default=0.05, help="JumpReLU straight-through bandwidth")
-    t.add_argument("--aux-k", type=int, default=None, help="AuxK latents for dead latents (default d_in/2 for topk/batchtopk, 0 otherwise)")
-    t.add_argument("--tokens", type=int, default=400_000, help="training tokens")
-    t.add_argument("--batch-size", type=int, default=4096, help="tokens per step")
-    t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (1e-3 suits the short CPU runs; large runs use less)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints")
+    t.add_argument("--arch", default="topk", help=f"architecture: {', '.join(_installed_architectures())} [default: topk]. "
+                   "Comma-separated values are allowed for the fields the architecture sweeps.")
+    add_flags(t, dictionary, DICTIONARY_FIELDS, rename={"d_dict": "width"}, lists=True)
+    add_flags(t, config_fields("interp.training.loop", "TrainConfig"), TRAIN_FIELDS)
+    t.add_argument("--batch-size", type=int, default=4096, help="tokens per step [default: 4096]")
     t.add_argument("--cache-dir", default=None, help="cache harvested activations here (reused across runs)")
     t.add_argument("--shuffle-shards", type=int, default=None, metavar="N",
                    help="train from the finished cache in --cache-dir without running the model, shuffling rows across "
                    "N shards at a time (the shard order is re-drawn every pass)")
-    t.add_argument("--parallel", choices=["data", "module"], default="data",
-                   help="under torchrun: 'data' splits each batch among the ranks; 'module' shares each batch and gives "
-                   "every rank its own sweep members (at least one per rank)")
-    t.add_argument("--autocast", action="store_true", help="bf16 autocast for the dictionary on CUDA")
     t.add_argument("--out", default=None, help="run folder (default runs/<arch>-<hook>)")
     t.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     t.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
 
     t.add_argument("--transcoder", action="store_true", help="train a transcoder: MLP input -> MLP output of --layer")
     t.add_argument("--layer", type=int, default=None, help="block of the transcoder's MLP")
-    t.add_argument("--skip", action="store_true", help="skip transcoder: add a linear path beside the sparse one")
+    add_flags(t, dictionary, ["skip"])
     t.add_argument("--wandb", default=None, metavar="PROJECT", help="log losses to this wandb project (needs wandb)")
     add_source_arguments(t)
 
 
-def _sweep(args, hooks: dict[str, str], widths: dict[str, int]) -> list[tuple[str, str, dict]]:
-    """(name, store key, config fields) for every hook and every combination of the comma-separated flags."""
+def _sweep(args, sweep_fields: tuple[str, ...]) -> list[tuple[str, str, dict]]:
+    """(name, store key, config fields) for every hook and every combination of the comma-separated values of
+    the fields the architecture sweeps (`sweep_fields`); any other field takes one value."""
+    hooks = _hooks(args)
     keys = [k for k in hooks if k != "target"]
-    knobs = {"relu": {"l1_coeff": args.l1_coeff}, "jumprelu": {"l0_coeff": args.l0_coeff},
-             "gsae": {"k": args.k, "beta": args.beta}}.get(args.arch, {"k": args.k})
+    given = {name: v if isinstance(v, list) else [v] for name in DICTIONARY_FIELDS for v in [getattr(args, name)]}
+    for name, vals in given.items():
+        if len(vals) > 1 and name not in sweep_fields:
+            flag = "--width" if name == "d_dict" else "--" + name.replace("_", "-")
+            raise ValueError(f"{flag} has {len(vals)} values, but --arch {args.arch} sweeps only "
+                             f"{', '.join(sweep_fields)}; give {flag} one value.")
+    axes = {name: vals for name, vals in given.items() if name in sweep_fields}
+    fixed = {name: vals[0] for name, vals in given.items() if name not in sweep_fields}
     out = []
     for key in keys:
-        axes = {"d_dict": args.width or [8 * widths[key]], **knobs}
         for values in itertools.product(*axes.values()):
             fields = dict(zip(axes, values))
             parts = [hooks[key]] if len(keys) > 1 else []
             parts += [f"{'w' if k == 'd_dict' else k}{v:g}" for k, v in fields.items() if len(axes[k]) > 1]
-            out.append(("-".join(parts), key, fields))
+            out.append(("-".join(parts), key, {**fixed, **fields}))
     return out
 
 
@@ -91,7 +89,6 @@ def run(args) -> int:
 def _run(args) -> int:
     import torch
 
-    import saes  # noqa: F401 - registers the architectures
     from interp.data.activations import ActivationStore, CacheStore
     from interp.data.tokens import take_contexts
     from interp.dictionary import DictionaryConfig, architecture
@@ -106,8 +103,7 @@ def _run(args) -> int:
     if args.batch_size % world_size:
         raise ValueError(f"--batch-size {args.batch_size} must divide among {world_size} ranks.")
     out = _prepare_out(args)
-    train_cfg = TrainConfig(tokens=args.tokens, lr=args.lr, seed=args.seed, checkpoint_every=args.checkpoint_every,
-                            autocast=args.autocast, parallel=args.parallel)  # flags checked before any work
+    train_cfg = TrainConfig(**{name: getattr(args, name) for name in TRAIN_FIELDS})  # flags checked before any work
     model = load_model(args.model, device, getattr(torch, args.dtype))
     eval_tokens = take_contexts(model, args.source, "validation", args.n_ctx, args.eval_contexts, text_column=args.text_column)
     hooks = _hooks(args)
@@ -122,22 +118,13 @@ def _run(args) -> int:
                                 seed=args.seed, device=device, cache_dir=args.cache_dir, text_column=args.text_column,
                                 gradients=gradients)
     rows = store.block_rows(0)
-    source = store.cache.description if args.shuffle_shards else {"source": args.source, "n_ctx": args.n_ctx}
-    training = {"source": source["source"], "split": "train", "n_ctx": source["n_ctx"],
-                "tokens": train_cfg.steps(args.batch_size) * args.batch_size, "batch_size": args.batch_size, "lr": args.lr,
-                "seed": args.seed}
-
-    def base(key: str) -> DictionaryConfig:
-        d_in, d_out = rows[key].shape[1], rows.get("target", rows[key]).shape[1]
-        aux_k = args.aux_k if args.aux_k is not None else (d_in // 2 if args.arch in ("topk", "batchtopk", "gsae") else 0)
-        return DictionaryConfig(arch=args.arch, d_in=d_in, d_out=d_out, d_dict=8 * d_in, hook_in=hooks[key],
-                                hook_out=hooks.get("target", ""), subtract_b_dec=not args.transcoder, skip=args.skip,
-                                model=args.model, aux_k=aux_k, dead_tokens=max(args.batch_size, args.tokens // 10),
-                                bandwidth=args.bandwidth, training=training)
-
-    sweep = _sweep(args, hooks, {k: v.shape[1] for k, v in rows.items()})
+    cls = architecture(args.arch)
+    sweep = _sweep(args, cls.sweep_fields)
     torch.manual_seed(args.seed)
-    dictionaries = [architecture(args.arch)(base(key).replace(**fields)) for _, key, fields in sweep]
+    dictionaries = [cls(DictionaryConfig(arch=args.arch, d_in=rows[key].shape[1], d_out=rows.get("target", rows[key]).shape[1],
+                                         hook_in=hooks[key], hook_out=hooks.get("target", ""), model=args.model,
+                                         subtract_b_dec=not args.transcoder, skip=args.skip, **fields))
+                    for _, key, fields in sweep]
     log = _wandb_logger(args, [n or "run" for n, _, _ in sweep]) if args.wandb else None
     folders = train_and_save(model, store, dictionaries, train_cfg, out, eval_tokens, names=[n for n, _, _ in sweep],
                              resume=args.resume, overwrite=args.overwrite, log=log, input_key=[key for _, key, _ in sweep],
@@ -147,12 +134,19 @@ def _run(args) -> int:
     return 0
 
 
+def _installed_architectures() -> list[str]:
+    """Architecture names the installed packages declare (read without importing them, for --help)."""
+    return sorted(ep.name for ep in importlib.metadata.entry_points(group="interp.dictionaries"))
+
+
 def _hooks(args) -> dict[str, str]:
     """Store keys: "x" (then "x1", "x2", ... for further hooks; "target" for transcoders, which map the MLP's input to its output)."""
+    from interp.dictionary import architecture
+
     if not args.transcoder:
         names = args.hook.split(",")
-        if len(names) > 1 and args.arch == "gsae":
-            raise ValueError("--arch gsae trains on one --hook at a time (its selection uses that hook's gradient).")
+        if len(names) > 1 and "grad" in architecture(args.arch).needs:
+            raise ValueError(f"--arch {args.arch} trains on one --hook at a time (it uses that hook's gradient).")
         return {("x" if i == 0 else f"x{i}"): name for i, name in enumerate(names)}
     if args.layer is None:
         raise ValueError("--transcoder needs --layer L (the block whose MLP it replaces).")

@@ -37,17 +37,20 @@ from interp.training.stacked import StackedTrainee, stack_trainees
 
 @dataclass(frozen=True)
 class TrainConfig:
-    tokens: int = 500_000
-    lr: float = 1e-3
-    warmup_steps: int = 20  # capped at 5% of the run
-    decay_fraction: float = 0.2
-    grad_clip: float = 1.0
-    checkpoint_every: int = 100
-    seed: int = 0
+    """How to train; the `interp train` flags are derived from these fields (interp.cli.flags), comments included."""
+
+    tokens: int = 400_000  # training tokens
+    lr: float = 1e-3  # Adam learning rate (1e-3 suits the short CPU runs; large runs use less)
+    warmup_steps: int = 20  # linear learning-rate warm-up steps, capped at 5% of the run
+    decay_fraction: float = 0.2  # fraction of the run at the end over which the learning rate decays linearly to 0
+    grad_clip: float = 1.0  # gradient-norm clipping, per dictionary
+    checkpoint_every: int = 50  # steps between checkpoints
+    seed: int = 0  # initialisation and data-order seed
     autocast: bool = False  # bf16 autocast for the dictionary (meant for CUDA; runs on CPU too)
     tf32: bool = True  # TF32 matmuls on CUDA (no effect on CPU)
-    stack: str = "auto"  # same-shaped dictionaries as one stack (interp.training.stacked): "on", "off", "auto" (on CUDA)
-    parallel: str = "data"  # under torchrun: "data" (ranks split each batch) or "module" (ranks split the dictionaries)
+    stack: str = "auto"  # same-shaped dictionaries as one stack (interp.training.stacked): on, off, auto (on CUDA)
+    parallel: str = "data"  # under torchrun: data (ranks split each batch) or module (ranks split the dictionaries)
+    keep_checkpoint: bool = False  # keep the resumable checkpoint after the run folders are written
 
     def __post_init__(self):
         for name, low in (("tokens", 1), ("checkpoint_every", 1), ("warmup_steps", 0)):
@@ -165,11 +168,12 @@ def train(dictionaries: list[Dictionary], store: BlockStream, cfg: TrainConfig, 
     if module and n < world_size:
         raise ValueError(f"Module-parallel training gives each rank its own dictionaries, but there are {n} for "
                          f"{world_size} ranks; train at least {world_size} dictionaries, use fewer ranks, or parallel='data'.")
+    n_steps, step_tokens = cfg.steps(store.batch_size * world_size), store.batch_size * world_size
+    _complete(dictionaries, store, n_steps * step_tokens, step_tokens, cfg)
     mine = {i: dictionaries[i] for i in (range(rank, n, world_size) if module else range(n))}
     stacks = stack_trainees(mine, inputs, targets, cfg, data_parallel=not module)
     trainees = {i: stacks.get(i) or Trainee(d, cfg, data_parallel=not module) for i, d in mine.items()}
-    n_steps = cfg.steps(store.batch_size * world_size)
-    header = {"train": to_dict(cfg), "dictionaries": [to_dict(d.cfg) for d in dictionaries],
+    header = {"train": _resumable(to_dict(cfg)), "dictionaries": [to_dict(d.cfg) for d in dictionaries],
               "batch_size": store.batch_size, "world_size": world_size}
     if resume:
         step = check_step(_restore(out_dir, header, trainees, store), n_steps, out_dir)
@@ -228,6 +232,26 @@ def train(dictionaries: list[Dictionary], store: BlockStream, cfg: TrainConfig, 
     return [d.exported(scales[kin], scales[kout]) for d, kin, kout in zip(dictionaries, inputs, targets)]
 
 
+def _complete(dictionaries: list[Dictionary], store: BlockStream, tokens: int, batch_size: int, cfg: TrainConfig) -> None:
+    """Fill in what a config leaves to the run: the dead-latent window (the architecture's `dead_window`),
+    the model, and the `training` record (source, tokens, ...), so cfg.json says how it was made."""
+    cache = getattr(store, "cache", None)
+    described = cache.description if cache is not None else {
+        "model": getattr(getattr(store, "model", None), "spec", ""), "source": getattr(store, "source", ""),
+        "split": getattr(store, "split", "train"), "n_ctx": getattr(store, "n_ctx", 0)}
+    record = {"source": described["source"], "split": described.get("split", "train"), "n_ctx": described["n_ctx"],
+              "tokens": tokens, "batch_size": batch_size, "lr": cfg.lr, "seed": cfg.seed}
+    for d in dictionaries:
+        dead = d.cfg.dead_tokens if d.cfg.dead_tokens is not None else d.dead_window(cfg.tokens, batch_size)
+        d.cfg = d.cfg.replace(dead_tokens=dead, model=d.cfg.model or described.get("model", ""),
+                              training={**d.cfg.training, **record})
+
+
+def _resumable(train: dict) -> dict:
+    """The TrainConfig fields a resumed run must share with the checkpoint (not those that leave the weights alone)."""
+    return {k: v for k, v in train.items() if k not in ("checkpoint_every", "keep_checkpoint")}
+
+
 def _per_dictionary(keys: str | list[str], n: int, name: str) -> list[str]:
     if isinstance(keys, str):
         return [keys] * n
@@ -249,7 +273,7 @@ def _check_widths(dictionaries, store, inputs, targets):
 
 def _restore(out_dir, header, trainees, store) -> int:
     state, tensors = load_checkpoint(out_dir)
-    state["train"] = {**to_dict(TrainConfig()), **state["train"]}  # fields added since it was written keep their defaults
+    state["train"] = _resumable({**to_dict(TrainConfig()), **state["train"]})  # fields added since: their defaults
     for key in ("train", "dictionaries", "batch_size", "world_size"):
         if state[key] != header[key]:
             raise ValueError(f"The checkpoint in {out_dir} was written with a different {key}:\n  saved {state[key]}\n"

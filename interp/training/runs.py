@@ -9,8 +9,9 @@ import torch
 
 from interp.config import write_atomic_text
 from interp.dictionary import Dictionary
+from interp.training.checkpoint import CHECKPOINT
 from interp.training.run_folder import transaction
-from interp.viz.density import density_histogram
+from interp.viz.density import write_density_page
 
 METRICS_FILE = "metrics.json"
 DENSITY_FILE = "density.html"
@@ -19,7 +20,7 @@ DENSITY_FILE = "density.html"
 def write_metrics(folder: Path, metrics: dict, density: torch.Tensor) -> None:
     folder = Path(folder)
     write_atomic_text(folder / METRICS_FILE, json.dumps(metrics, indent=2, sort_keys=True))
-    density_histogram(density, title=folder.name).write_html(folder / DENSITY_FILE, include_plotlyjs=True)
+    write_density_page(folder / DENSITY_FILE, density, title=folder.name)
 
 
 def read_metrics(folder: Path) -> dict:
@@ -34,8 +35,9 @@ def train_and_save(model, store, dictionaries: list[Dictionary], train_cfg, out_
 
     A single dictionary's run folder is `out_dir`; a sweep's are `out_dir/<name>`. Under torchrun
     rank 0 writes every folder; module-parallel ranks first evaluate the dictionaries they trained.
-    `out_dir` stays locked until every folder is written; `overwrite=True` replaces a run already there
-    (interp.training.run_folder).
+    Once every folder is written the resumable checkpoint in `out_dir` is removed, unless
+    `train_cfg.keep_checkpoint` (until then an interrupted run resumes from it). `out_dir` stays locked
+    until every folder is written; `overwrite=True` replaces a run already there (interp.training.run_folder).
     """
     from interp.analysis.evals import evaluate_many
     from interp.training.loop import train
@@ -59,4 +61,6 @@ def train_and_save(model, store, dictionaries: list[Dictionary], train_cfg, out_
         metrics, density = results[i]
         metrics["tokens_trained"] = train_cfg.steps(step_tokens) * step_tokens
         write_metrics(folder, metrics, density)
+    if not train_cfg.keep_checkpoint:
+        (out_dir / CHECKPOINT).unlink(missing_ok=True)
     return folders

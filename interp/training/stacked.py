@@ -2,13 +2,14 @@
 coefficient, ...) whose members share their shapes, input and target takes one
 optimizer step over parameters stacked [E, ...].
 
-TopK-family members (`stacking = "topk"`) also share the forward and backward:
-one stacked TopK encode and one sparse decode over E * d_dict latents, one k
-per member. Other architectures run each member's own `training_forward`:
-batching their dense matmuls would need the E members' [batch, d_dict]
-pre-activations and codes stacked and unstacked, which costs more than it saves
-(benchmarks/bench_stacked.py). What makes members differ (k, sparsity loss,
-AuxK, thresholds) always runs through the member's own methods and config.
+How the forward runs is the architecture's (`Dictionary.stacked_forward`): TopK
+members share it (one stacked TopK encode and one sparse decode over E * d_dict
+latents, one k per member); the others run each member's own
+`training_forward`, as batching their dense matmuls would need the E members'
+[batch, d_dict] pre-activations and codes stacked and unstacked, which costs
+more than it saves (benchmarks/bench_stacked.py). What makes members differ
+(k, sparsity loss, AuxK, thresholds) always runs through the member's own
+methods and config.
 
 Each member's parameters and buffers become views of its slice of the stack,
 and its .grad a view of the stack's gradient, so the Dictionary objects always
@@ -26,14 +27,13 @@ from torch import nn
 
 from interp.dictionary import Dictionary, TrainingStep
 from interp.distributed import average_buffers, average_gradients, union, world
-from interp.kernels import sparse_decode, topk_encode
 from interp.training.losses import dead_latent_auxk, normalize_rows, reconstruction_loss, remove_parallel_grad
 
 
 def stack_key(d: Dictionary, input_key: str, target_key: str) -> tuple | None:
     """Dictionaries with equal keys can train as one stack; None for one that trains alone."""
     cls = type(d)
-    if d.needs or cls.stacking not in ("topk", "forward"):
+    if d.needs or not cls.stacking:
         return None
     tensors = tuple((name, t.shape, t.dtype, t.device) for name, t in d.state_dict().items())
     return cls, tensors, d.cfg.subtract_b_dec, d.cfg.skip, input_key, target_key
@@ -84,14 +84,7 @@ class StackedTrainee:
 
     def forward(self, x: torch.Tensor) -> list[TrainingStep]:
         """x [batch, d_in] -> one TrainingStep per member."""
-        s, first, n_members = self.stack, self.members[0], len(self.members)
-        if first.stacking == "topk":  # one stacked encode and decode: the sparse kernels on E * d_dict latents
-            xc = x - s.b_dec[:, None] if first.cfg.subtract_b_dec else x.expand(n_members, *x.shape)
-            skip = x @ s.W_skip if first.cfg.skip else 0.0
-            values, indices = topk_encode(xc, s.W_enc, s.b_enc, [m.cfg.k for m in self.members])
-            recon = sparse_decode(values, indices, s.W_dec) + s.b_dec[:, None] + skip
-            return [TrainingStep(r, values=v, indices=i) for r, v, i in zip(recon.unbind(), values.unbind(), indices.unbind())]
-        return [m.training_forward(x) for m in self.members]
+        return type(self.members[0]).stacked_forward(self.stack, self.members, x)
 
     def step(self, x: torch.Tensor, target: torch.Tensor, lr: float, cfg) -> dict[int, dict[str, float]]:
         """One training step of every member on the same batch; {index: losses}."""

@@ -49,12 +49,13 @@ def test_sweep_writes_one_folder_per_member(tmp_path):
 
 def test_existing_run_is_not_overwritten(tmp_path, capsys):
     args = ["train", *SMALL[:-4], "--tokens", "256", "--eval-contexts", "2", "--out", str(tmp_path)]
-    assert main(args) == 0
+    assert main([*args, "--keep-checkpoint"]) == 0
+    assert (tmp_path / "checkpoint.safetensors").exists()  # removed after a finished run unless --keep-checkpoint
     assert main(args) == 2
     assert "--resume" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("bad", [["--hook", "blocks.9.hook_resid_post"], ["--width", "0"]])
+@pytest.mark.parametrize("bad", [["--hook", "blocks.9.hook_resid_post"], ["--width=-4"]])
 def test_bad_arguments_give_one_clear_line(tmp_path, capsys, bad):
     assert main(["train", *SMALL, "--out", str(tmp_path / "x"), *bad]) == 2
     assert capsys.readouterr().err.startswith("error:")
