@@ -39,3 +39,25 @@ def check_memory(n_bytes: int, what: str, fix: str) -> None:
     if n_bytes > available:
         raise UserError(f"{what} needs {n_bytes / 2**30:.1f} GiB, more than this machine's {available / 2**30:.1f} GiB "
                         f"of memory; {fix}.")
+
+
+def at_least(args, **minimums: float) -> None:
+    """Fail on the first command-line flag below its minimum, before any work: at_least(args, top=1, features=0)
+    checks --top >= 1 and --features >= 0 (flags left at None are not checked)."""
+    for name, low in minimums.items():
+        value = getattr(args, name)
+        if value is not None and not value >= low:
+            raise UserError(f"--{name.replace('_', '-')} {value}: expected at least {low}.")
+
+
+def writable_folder(path) -> None:
+    """Fail before any work when the folder `path` (an --out to write into) cannot be created or written."""
+    import tempfile
+    from pathlib import Path
+
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise UserError(f"Cannot write to {path} ({err.strerror or err}); choose a writable --out.") from None

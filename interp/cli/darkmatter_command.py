@@ -55,7 +55,9 @@ def run(args) -> int:
     from interp.model import load_model
     from interp.viz.report import Report
     from interp.viz.darkmatter import add_darkmatter_section
+    from interp.errors import at_least
 
+    at_least(args, train_contexts=1, ce_contexts=1, ridge=0, pursuit_tokens=0)
     saes = _load_saes(args.runs, args.device)
     first = next(iter(saes.values())).cfg
     model = load_model(args.model or first.model, args.device, getattr(torch, args.dtype))

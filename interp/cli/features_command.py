@@ -25,6 +25,8 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from pathlib import Path
 
+    from interp.errors import at_least, writable_folder
+
     import torch
 
     import saes  # noqa: F401 - registers the architectures
@@ -33,6 +35,8 @@ def run(args) -> int:
     from interp.model import load_model
     from interp.viz.dashboard import write_site
 
+    at_least(args, contexts=1, batch_size=1, top=1, features=0)
+    writable_folder(args.out)
     d = Dictionary.load(args.run, args.device)
     spec = args.model or d.cfg.model
     if not spec:

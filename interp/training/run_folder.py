@@ -1,5 +1,6 @@
-"""A run folder is a transaction: a finished run is never replaced without `overwrite`, an
-interrupted one only continues with `resume`, and one process at a time trains into it.
+"""A run folder is a transaction: a finished run is never replaced without `overwrite`, a training
+checkpoint only continues with `resume` (or is replaced with `overwrite`), and one process at a time
+trains into it.
 
 The lock is an fcntl lock on `<folder>/.lock`, a file holding the holder's pid, host and start
 time (so a second process can say who holds it); the kernel drops the lock when the holder
@@ -50,20 +51,22 @@ def _holds_run(folder: Path) -> bool:
 
 
 def check(folder: Path, resume: bool = False, overwrite: bool = False) -> None:
-    """Fail unless training into `folder` loses nothing: an interrupted run needs `resume` (or `overwrite`),
-    a finished one `overwrite`."""
+    """Fail unless training into `folder` loses nothing: a training checkpoint needs `resume` (or `overwrite`),
+    a finished run `overwrite`."""
     folder = Path(folder)
-    interrupted = (folder / CHECKPOINT).exists()
+    checkpoint = (folder / CHECKPOINT).exists()
     finished = finished_runs(folder)
-    if overwrite or (resume and interrupted):
+    if overwrite or (resume and checkpoint):
         return
     names = ", ".join(str(f) for f in finished[:3]) + (" ..." if len(finished) > 3 else "")
     if resume and finished:
         raise UserError(f"{folder} holds a finished run ({names}) and no {CHECKPOINT}: nothing to resume. "
                         "Use --overwrite (overwrite=True) to train it again, or another --out.")
-    if interrupted and not resume:
-        raise UserError(f"{folder} holds an interrupted run ({CHECKPOINT}). Use --resume (resume=True) to continue it, "
-                        "--overwrite (overwrite=True) to start over, or another --out.")
+    if resume:
+        raise UserError(f"No {CHECKPOINT} in {folder}: nothing to resume (drop --resume to start fresh).")
+    if checkpoint and not resume:
+        raise UserError(f"{folder} holds the training checkpoint of an earlier run ({CHECKPOINT}). Use --resume "
+                        "(resume=True) to continue it, --overwrite (overwrite=True) to start over, or another --out.")
     if finished:
         raise UserError(f"{folder} already holds a finished run ({names}). Use --overwrite (overwrite=True) to replace "
                         "it, or another --out (--resume continues only an interrupted run).")

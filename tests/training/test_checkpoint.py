@@ -101,3 +101,32 @@ def test_a_foreign_or_truncated_checkpoint_is_unreadable_not_a_traceback(tmp_pat
     (tmp_path / CHECKPOINT).write_bytes(data)
     with pytest.raises(UserError, match=f"Checkpoint {tmp_path / CHECKPOINT} is unreadable"):
         load_checkpoint(tmp_path)
+
+
+def test_kill_9_mid_run_leaves_a_folder_that_resumes_to_the_same_weights(tmp_path):
+    """kill -9 (no handler runs, the lock is dropped by the kernel): --resume ends bit-identical to a full run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from safetensors.torch import load_file
+
+    args = [sys.executable, "-m", "interp", "train", "--model", "tiny:n_layers=2,d_model=32,n_heads=4,d_mlp=64,n_ctx=64",
+            "--hook", HOOK, "--tokens", str(64 * 600), "--batch-size", "64", "--n-ctx", "32", "--width", "128", "--k", "8",
+            "--checkpoint-every", "25", "--eval-contexts", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(args + ["--out", str(tmp_path / "full")], check=True, env=env, capture_output=True)
+    proc = subprocess.Popen(args + ["--out", str(tmp_path / "cut")], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (tmp_path / "cut" / CHECKPOINT).exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL and not (tmp_path / "cut" / "sae.safetensors").exists()
+    assert 0 < load_checkpoint(tmp_path / "cut")[0]["step"] < 600
+    subprocess.run(args + ["--out", str(tmp_path / "cut"), "--resume"], check=True, env=env, capture_output=True)
+    full, resumed = load_file(tmp_path / "full" / "sae.safetensors"), load_file(tmp_path / "cut" / "sae.safetensors")
+    assert all(torch.equal(full[k], resumed[k]) for k in full)

@@ -48,7 +48,7 @@ def test_a_finished_run_without_checkpoint_is_never_replaced(tmp_path, capsys, l
         train([], None, TrainConfig(), out, resume=True)
 
 
-def test_overwrite_replaces_and_an_interrupted_run_needs_resume(tiny, tmp_path):
+def test_overwrite_replaces_and_a_checkpoint_needs_resume_or_overwrite(tiny, tmp_path):
     from interp.data.activations import ActivationStore
 
     out = tmp_path / "run"
@@ -57,7 +57,7 @@ def test_overwrite_replaces_and_an_interrupted_run_needs_resume(tiny, tmp_path):
     d = random_dictionary("topk", d_in=32, d_dict=64, dtype="float32", hook_in="blocks.1.hook_resid_post")
     train([d], store, TrainConfig(tokens=64 * 2, checkpoint_every=1), out, overwrite=True)
     assert (out / CHECKPOINT).exists()  # train() leaves the checkpoint; train_and_save removes it at the end
-    with pytest.raises(UserError, match="interrupted run"):
+    with pytest.raises(UserError, match="training checkpoint of an earlier run"):
         train([d], store, TrainConfig(tokens=64 * 2), out)
     train([d], store, TrainConfig(tokens=64 * 2, checkpoint_every=1), out, resume=True)
 
