@@ -1,11 +1,13 @@
 """Attribution graphs in the JSON that circuit-tracer's frontend and Neuronpedia's graph viewer read.
 
 The schema (`neuronpedia.schema.json` beside this file) is written down from circuit-tracer's own
-writer, safety-research/circuit-tracer (commit d797c82, June 2025): the pydantic models in
-circuit_tracer/frontend/graph_models.py (Metadata, QParams, Node, Model) and create_graph_files /
-create_nodes / create_used_nodes_and_edges in circuit_tracer/utils/create_graph_files.py. Our node
+writer, the circuit-tracer 0.5.0 release (safety-research/circuit-tracer): the pydantic models in
+circuit_tracer/frontend/graph_models.py (Metadata with schema_version 1, QParams, Node, Model) and
+create_graph_files / create_nodes / create_used_nodes_and_edges in circuit_tracer/utils/create_graph_files.py;
+the slow test has that release's own `Model` parse our files and write them back unchanged. Our node
 order (features | errors layer-major | tokens | logits) is theirs, so the ids line up:
-  feature  "{layer}_{latent}_{pos}", feature_type "cross layer transcoder" (their name for any transcoder)
+  feature  "{layer}_{latent}_{pos}", feature = Cantor pairing of (layer, latent), feature_type
+           "cross layer transcoder" (their name for any transcoder)
   error    "0_{layer}_{pos}", feature -1, "mlp reconstruction error"
   token    "E_{token_id}_{pos}", layer "E", "embedding"
   logit    "{n_layers + 1}_{token_id}_{pos}", "logit", with token_prob, is_target_logit (the most probable)
@@ -27,6 +29,7 @@ from interp.circuits.graph import AttributionGraph
 from interp.config import write_atomic_text
 
 SCHEMA_FILE = Path(__file__).with_name("neuronpedia.schema.json")
+SCHEMA_VERSION = 1  # circuit-tracer 0.5.0's Metadata.schema_version
 FEATURE_TYPE = "cross layer transcoder"  # circuit-tracer labels every transcoder feature this way
 
 
@@ -43,13 +46,18 @@ def cumulative_scores(influence: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def cantor_pairing(x: int, y: int) -> int:
+    """circuit-tracer's unique integer for a (layer, latent) pair."""
+    return (x + y) * (x + y + 1) // 2 + y
+
+
 def _node(graph: AttributionGraph, i: int, score: float) -> dict:
     n = graph.node(i)
     base = {"ctx_idx": n["position"], "token_prob": 0.0, "is_target_logit": False, "run_idx": 0, "reverse_ctx_idx": 0,
             "clerp": "", "influence": score, "activation": None}
     if n["kind"] == "feature":
         layer, latent, pos = n["layer"], n["latent"], n["position"]
-        return {**base, "node_id": f"{layer}_{latent}_{pos}", "feature": latent, "layer": str(layer),
+        return {**base, "node_id": f"{layer}_{latent}_{pos}", "feature": cantor_pairing(layer, latent), "layer": str(layer),
                 "feature_type": FEATURE_TYPE, "jsNodeId": f"{layer}_{latent}-0", "activation": n["activation"]}
     if n["kind"] == "error":
         layer, pos = n["layer"], n["position"]
@@ -87,7 +95,7 @@ def to_neuronpedia(graph: AttributionGraph, slug: str = "interp-graph", scan: st
     used = [n for n in nodes.values() if n["node_id"] in connected or n["feature_type"] in ("embedding", "logit")]
     metadata = {"slug": slug, "scan": scan, "transcoder_list": transcoder_list,
                 "prompt_tokens": [process_token(t) for t in graph.token_strings], "prompt": graph.prompt,
-                "node_threshold": graph.meta.get("node_threshold")}
+                "node_threshold": graph.meta.get("node_threshold"), "schema_version": SCHEMA_VERSION}
     qparams = {"pinnedIds": [], "supernodes": [], "linkType": "both", "clickedId": "", "sg_pos": ""}
     return {"metadata": metadata, "qParams": qparams, "nodes": used, "links": links}
 

@@ -4,6 +4,8 @@
                                          architecture it has under OUT/<library>/<name>/, and dumps its own
                                          encode/decode of OUT/inputs.safetensors to OUT/<library>/<name>.out.safetensors
     python library_dump.py read DIR...   SAELens loads each folder (written by interp) and dumps its outputs beside it
+    python library_dump.py graph JSON... circuit-tracer's pydantic graph Model parses each file and writes its own
+                                         serialisation to JSON.circuit_tracer.json
 
 Dumps hold "codes" [n, d_sae] (the library's encode) and "out" [n, d_out] (its full forward, skip path included).
 """
@@ -110,6 +112,13 @@ def main():
     if mode == "read":
         read_saelens(rest)
         return
+    if mode == "graph":
+        from circuit_tracer.frontend.graph_models import Model
+
+        for path in map(Path, rest):
+            model = Model.model_validate_json(path.read_text())
+            path.with_suffix(".circuit_tracer.json").write_text(model.model_dump_json())
+        return
     out = Path(rest[0])
     x = torch.randn(256, D_IN, generator=torch.Generator().manual_seed(7)) * 2
     for lib, make in (("saelens", make_saelens), ("sparsify", make_sparsify)):
@@ -118,7 +127,7 @@ def main():
     save_file({"x": x}, out / "inputs.safetensors")
     import importlib.metadata as md
 
-    (out / "versions.json").write_text(json.dumps({p: md.version(p) for p in ("sae-lens", "eai-sparsify", "torch")}))
+    (out / "versions.json").write_text(json.dumps({p: md.version(p) for p in ("sae-lens", "eai-sparsify", "circuit-tracer", "torch")}))
 
 
 if __name__ == "__main__":

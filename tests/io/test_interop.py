@@ -20,11 +20,14 @@ from safetensors.torch import load_file, save_file
 
 from helpers import random_dictionary
 from interp.io import load_dictionary, load_transcoder_set
+from interp.circuits import attribute
+from interp.circuits.neuronpedia import save_neuronpedia
 from interp.io.saelens import load_saelens, save_saelens
 
 pytestmark = pytest.mark.slow
 HERE = Path(__file__).resolve().parent
 PINS = ["torch==2.13.0", "sae-lens==6.54.12", "eai-sparsify==1.3.3"]  # the versions compared against
+GRAPH_MODELS = "circuit-tracer==0.5.0"  # only its pydantic graph models are used: installed without its dependencies
 SAELENS = {"standard": ("relu", False), "standard_uncentred": ("relu", False), "topk": ("topk", False),
            "topk_rescaled": ("topk", False), "jumprelu": ("jumprelu", False), "gated": ("jumprelu", False),
            "batchtopk": ("jumprelu", False), "transcoder": ("relu", False), "skip_transcoder": ("relu", True),
@@ -42,10 +45,11 @@ def interop_python() -> Path:
     py = env / "bin" / "python"
     if not py.exists():
         venv.create(env, with_pip=True)
-    check = "import sae_lens, sparsify, torch; assert torch.__version__.startswith('2.13.0')"
+    check = ("import sae_lens, sparsify, torch, circuit_tracer.frontend.graph_models; "
+             "assert torch.__version__.startswith('2.13.0')")
     if subprocess.run([py, "-c", check], capture_output=True).returncode != 0:
         (env / "constraints.txt").write_text(PINS[0] + "\n")
-        for args in ([PINS[0]], ["-c", env / "constraints.txt", *PINS[1:]]):
+        for args in ([PINS[0]], ["-c", env / "constraints.txt", *PINS[1:]], ["--no-deps", GRAPH_MODELS]):
             proc = subprocess.run([py, "-m", "pip", "install", "--quiet", *args], capture_output=True, text=True)
             assert proc.returncode == 0, f"pip install {args} failed:\n{proc.stderr[-3000:]}"
     return py
@@ -137,3 +141,15 @@ def test_saelens_runs_what_we_write_and_we_read_it_back_exactly(py, tmp_path):
         assert back.cfg == d.cfg
         with torch.no_grad():
             assert torch.equal(back.encode(x), d.encode(x)) and torch.equal(back(x), d(x))
+
+
+def test_circuit_tracer_parses_our_graph_json_unchanged(py, tiny, tmp_path):
+    """circuit-tracer's own pydantic Model (frontend/graph_models.py) reads our graph and writes back the same JSON."""
+    tcs = {layer: random_dictionary("relu", d_in=32, d_dict=24, dtype="float32", seed=layer, subtract_b_dec=False,
+                                    hook_in=f"blocks.{layer}.ln2.hook_normalized", hook_out=f"blocks.{layer}.hook_mlp_out")
+           for layer in range(2)}
+    graph = attribute(tiny, tcs, "a cat\n", max_feature_nodes=10_000, progress=False)
+    path = save_neuronpedia(graph, tmp_path / "g.json", transcoder_list=["tiny/0", "tiny/1"])
+    run(py, "graph", path)
+    ours, theirs = json.loads(path.read_text()), json.loads(path.with_suffix(".circuit_tracer.json").read_text())
+    assert theirs == ours and len(ours["links"]) > 0

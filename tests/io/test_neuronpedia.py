@@ -54,6 +54,10 @@ def test_graph_json_validates_and_matches_the_graph(graph, tmp_path):
     assert len(data["links"]) == int(graph.edge_mask.sum())
     features = [n for n in data["nodes"] if n["feature_type"] == "cross layer transcoder"]
     assert features and all(n["activation"] > 0 for n in features)
+    for n in features:  # circuit-tracer 0.5.0: feature = Cantor pairing of (layer, latent)
+        layer, latent, _ = map(int, n["node_id"].split("_"))
+        assert n["feature"] == (layer + latent) * (layer + latent + 1) // 2 + latent
+    assert meta["schema_version"] == 1
 
 
 def test_cumulative_scores_follow_circuit_tracer():
