@@ -95,7 +95,7 @@ EXTRA_SHAPES = {"jumprelu": lambda c: {"threshold": (c.d_dict,)}, "batchtopk": l
 def save_saelens(dictionary: Dictionary, folder: str | Path) -> Path:
     """Write `dictionary` as SAELens would save it; pass `d.exported(...)` if it was trained on scaled inputs."""
     cfg = dictionary.cfg
-    theirs = saelens_architecture(cfg)
+    saelens_architecture(cfg)  # fails before anything is written if SAELens has no layout for it
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {**{n: getattr(dictionary, n) for n in BASE}, **WRITE_EXTRA.get(cfg.arch, lambda d: {})(dictionary)}

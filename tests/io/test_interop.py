@@ -9,8 +9,8 @@ save_saelens writes for every architecture are loaded by SAELens itself and must
 """
 
 import json
+import os
 import subprocess
-import sys
 import venv
 from pathlib import Path
 
@@ -39,8 +39,6 @@ TOL = 1e-5
 
 def interop_python() -> Path:
     """The cached venv's python, created (torch first, then the libraries under a torch constraint) if needed."""
-    import os
-
     env = Path(os.environ.get("INTERP_INTEROP_VENV") or Path.home() / ".cache" / "interp-interop" / "venv")
     py = env / "bin" / "python"
     if not py.exists():
