@@ -41,7 +41,10 @@ def resolve(source: str | Path, subfolder: str | None, patterns: list[str], revi
     if not is_repo_id(str(source)):
         raise FileNotFoundError(f"{source} is neither a local file or folder nor a hub repo id like 'owner/name'.")
     prefix = f"{subfolder.strip('/')}/" if subfolder else ""
-    root = download(str(source), [prefix + p for p in patterns], revision)
+    try:
+        root = download(str(source), [prefix + p for p in patterns], revision)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"no local path {source} ({Path(source).resolve()}); as a {err}") from None
     out = root / subfolder if subfolder else root
     if not out.exists():
         raise FileNotFoundError(f"hub repo {source} has no folder {subfolder!r} with any of {patterns}"

@@ -52,7 +52,7 @@ def test_hf_hub_cache_wins_over_hf_home(offline, tmp_path, monkeypatch):
 
 
 def test_offline_without_cache_names_the_repo_and_files(offline):
-    with pytest.raises(FileNotFoundError, match=r"hub repo google/gemma-scope-2b-pt-res \(files .*params\.npz.*HF_HUB_OFFLINE is set"):
+    with pytest.raises(FileNotFoundError, match=r"no local path google/gemma-scope-2b-pt-res .*; as a hub repo google/gemma-scope-2b-pt-res \(files .*params\.npz.*HF_HUB_OFFLINE is set"):
         load_dictionary("google/gemma-scope-2b-pt-res", SUB)
 
 
@@ -81,4 +81,4 @@ def test_cli_offline_error_is_one_line_and_exit_2(offline, capsys):
 
     assert main(["eval", "google/gemma-scope-2b-pt-res:" + SUB, "--model", "tiny"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: hub repo google/gemma-scope-2b-pt-res") and "HF_HUB_OFFLINE" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("error: no local path google/gemma-scope-2b-pt-res") and "HF_HUB_OFFLINE" in lines[0]
