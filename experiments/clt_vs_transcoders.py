@@ -37,6 +37,7 @@ def main():
     p.add_argument("--d-dict", type=int, default=512)
     p.add_argument("--k", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--block-contexts", type=int, default=32, help="contexts of 128 tokens harvested per block")
     p.add_argument("--eval-contexts", type=int, default=8)
     p.add_argument("--max-features", type=int, default=512)
     p.add_argument("--out", default="runs/clt_vs_transcoders")
@@ -45,7 +46,7 @@ def main():
     model = load_model("embedded")
     L, d = model.cfg.n_layers, model.cfg.d_model
     cfg = TrainConfig(tokens=args.tokens, lr=args.lr, checkpoint_every=10**9)
-    store = ActivationStore(model, clt_hooks(L), batch_size=args.batch_size, block_contexts=32, seed=cfg.seed)
+    store = ActivationStore(model, clt_hooks(L), batch_size=args.batch_size, block_contexts=args.block_contexts, seed=cfg.seed)
     sets, times = train_all(model, store, cfg, args, L, d)
     eval_tokens = take_contexts(model, "shakespeare", "validation", 128, args.eval_contexts)
     rows = {}
