@@ -5,7 +5,7 @@ The public surface, loaded lazily (importing `interp` imports nothing else, so `
     from interp import load_model, ActivationStore, DictionaryConfig, TrainConfig, train_and_save, Dictionary
 
 Models: load_model. Data: ActivationStore, CacheStore, take_contexts. Dictionaries: Dictionary,
-DictionaryConfig, architecture, register, load_dictionary, load_transcoder_set. Training: TrainConfig,
+DictionaryConfig, architecture, register, load_dictionary, load_transcoder_set, check_compatible. Training: TrainConfig,
 train, train_and_save. Analysis: evaluate, splice_hooks. Circuits: attribute, write_report.
 Interventions: Intervention, intervene, generate. Each name's home module is in `_EXPORTS`.
 """
@@ -27,6 +27,7 @@ _EXPORTS = {
     "register": "interp.dictionary",
     "load_dictionary": "interp.io",
     "load_transcoder_set": "interp.io",
+    "check_compatible": "interp.io",
     "TrainConfig": "interp.training.loop",
     "train": "interp.training.loop",
     "train_and_save": "interp.training.runs",
