@@ -50,9 +50,8 @@ def hf_folder(spec: str, tmp: Path) -> tuple[Path, int]:
 
     source = _embedded_hf_dir()
     cfg = json.loads((source / "config.json").read_text())
-    if spec == "random-small":
-        cfg.update(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2,
-                   head_dim=16)
+    if spec == "random-small":  # the job's widths (d_model 576, so the same SAE), 2 blocks: the pipeline's costs show
+        cfg.update(num_hidden_layers=2)
     cfg.pop("quantization_config", None)
     torch.manual_seed(0)
     out = tmp / spec
@@ -63,14 +62,15 @@ def hf_folder(spec: str, tmp: Path) -> tuple[Path, int]:
 
 
 def write_tokens(hf_dir: Path, n_tokens: int, path: Path) -> None:
-    """Enough Shakespeare contexts (128 tokens, BOS first) for n_tokens activations, as safetensors."""
+    """Enough Shakespeare contexts (128 tokens, BOS first) for n_tokens activations, as safetensors; at least
+    1,280, since SAE-Lens fills a buffer of 20 batches of 32 contexts twice over before its first step."""
     from safetensors.torch import save_file
 
     from interp.data.tokens import take_contexts
     from interp.model import load_model
 
     model = load_model(str(hf_dir))
-    tokens = take_contexts(model, "shakespeare", "train", 128, n_tokens // 120 + 32)
+    tokens = take_contexts(model, "shakespeare", "train", 128, max(1280, n_tokens // 120 + 32))
     save_file({"tokens": tokens.contiguous()}, str(path))
 
 
@@ -79,7 +79,8 @@ def run(py: Path, library: str, job_file: Path) -> dict:
     print(f"running {library} ... ({machine_line().split('; ')[-1]})", flush=True)
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE)
     if proc.returncode != 0:
-        reason = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
+        lines = [line.strip() for line in proc.stderr.replace("\r", "\n").splitlines() if line.strip()] or [f"exit {proc.returncode}"]
+        reason = next((line for line in reversed(lines) if "Error" in line or "Exception" in line), lines[-1])
         print(f"{library} failed: {proc.stderr[-3000:]}", file=sys.stderr)
         return {"library": library, "error": reason}
     return json.loads(proc.stdout.strip().splitlines()[-1])
