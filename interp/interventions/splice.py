@@ -48,7 +48,7 @@ def dictionary_hooks(model, dictionary: Dictionary, edit: Callable[[torch.Tensor
         if record is not None:
             record[cfg.hook_out] = new.detach()
         if keep_error:
-            out = y + ((new - codes) @ dictionary.W_dec).to(act.dtype)
+            out = y + (stash["change"] @ dictionary.W_dec).to(act.dtype)
         else:
             out = (dictionary.decode(new) + dictionary.skip(x)).to(act.dtype)
         return out.reshape(act.shape)
