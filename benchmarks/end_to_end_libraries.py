@@ -48,14 +48,15 @@ def sae_lens(job) -> tuple[int, float, str]:
         model_name=job["hf_dir"], hook_name=f"blocks.{job['layer']}.hook_resid_post", dataset_path=job["tokens_file"],
         is_dataset_tokenized=True, streaming=False, context_size=tokens.shape[1], prepend_bos=False,
         exclude_special_tokens=[int(tokens[0, 0])], training_tokens=job["tokens"], train_batch_size_tokens=job["batch"],
-        store_batch_size_prompts=32, device=job["device"], logger=LoggingConfig(log_to_wandb=False), n_checkpoints=0,
+        store_batch_size_prompts=32, n_batches_in_buffer=64, device=job["device"], logger=LoggingConfig(log_to_wandb=False), n_checkpoints=0,
         save_final_checkpoint=False, output_path=str(Path(job["out"]) / "sae-lens"), checkpoint_path=str(Path(job["out"]) / "ckpt"),
         verbose=False,
     )
     start = time.perf_counter()
     LanguageModelSAETrainingRunner(cfg, override_dataset=dataset, override_model=model).run()
-    return job["tokens"], time.perf_counter() - start, ("LanguageModelSAETrainingRunner with the model and tokens passed in "
-                                                        "(n_batches_in_buffer 20, its default)")
+    return job["tokens"], time.perf_counter() - start, ("LanguageModelSAETrainingRunner with the model and tokens passed in; "
+                                                        "n_batches_in_buffer 64 (its default 20 x 128-token contexts is a "
+                                                        "2,560-token buffer, below one 4,096 batch: it refuses to start)")
 
 
 def sparsify(job) -> tuple[int, float, str]:

@@ -55,6 +55,7 @@ else
 fi
 START=$SECONDS
 declare -a STEPS=()
+export PYTHONUNBUFFERED=1  # a step stopped at its time limit still leaves what it printed in its log
 export ROOT MODE DEVICE ROUNDS E2E_TOKENS E2E_MODEL STACK_WORKLOADS LOGS VENV LIBVENV PY PROJECT_WHEELS LIBRARY_WHEELS
 
 pip_install() {  # pip_install PYTHON PACKAGE...: offline from $WHEELS when set, else from the index
