@@ -43,7 +43,8 @@ def main():
     if not (out / f"layer_{model.cfg.n_layers - 1}" / "cfg.json").exists():
         eval_tokens = take_contexts(model, "shakespeare", "validation", 64, 1)
         train_transcoder_set(model, out, TrainConfig(tokens=args.tokens, checkpoint_every=50), eval_tokens,
-                             batch_size=args.batch_size, d_dict=args.d_dict, k=args.k)
+                             batch_size=args.batch_size, block_contexts=min(64, max(8, args.tokens // 128)),
+                             d_dict=args.d_dict, k=args.k)
     train_seconds = time.perf_counter() - start
     transcoders = load_transcoder_set(out, model.cfg.n_layers)
     graph = attribute(model, transcoders, PROMPT, " Juliet", max_feature_nodes=args.max_features)
