@@ -85,7 +85,7 @@ def train_clt(clt: CrossLayerTranscoder, store, cfg: TrainConfig, out_dir: str |
     scales = broadcast_object(store.norm_scales())
     optimizer = torch.optim.Adam(clt.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
     n_steps = cfg.steps(store.batch_size * world_size)
-    header = {"train": to_dict(cfg), "clt": to_dict(clt.cfg), "batch_size": store.batch_size, "world_size": world_size}
+    header = {"train": to_dict(cfg), "dictionaries": [to_dict(clt.cfg)], "batch_size": store.batch_size, "world_size": world_size}
     if resume:
         step = _restore(out_dir, header, clt, optimizer, store)
     else:
@@ -97,7 +97,8 @@ def train_clt(clt: CrossLayerTranscoder, store, cfg: TrainConfig, out_dir: str |
     def checkpoint():
         parts = gather_to_main((store.state_dict(), {k: v.cpu() for k, v in store.state_tensors().items()}))
         if rank == 0:
-            tensors = {f"clt.{k}": v for k, v in clt.state_dict().items()}
+            tensors = {f"d0.{k}": v for k, v in clt.state_dict().items()}  # the shared checkpoint layout: dictionary 0
+            tensors["d0.since_fired"] = torch.zeros(0)  # a CLT keeps no firing counts (no AuxK)
             for pid, slots in optimizer.state_dict()["state"].items():
                 tensors.update({f"opt.{pid}.{k}": torch.as_tensor(v) for k, v in slots.items()})
             tensors.update({f"rank{r}.{k}": v for r, (_, ts) in enumerate(parts) for k, v in ts.items()})
@@ -160,11 +161,11 @@ def exported(clt: CrossLayerTranscoder, scales: dict[str, float]) -> CrossLayerT
 def _restore(out_dir, header, clt, optimizer, store) -> int:
     state, tensors = load_checkpoint(out_dir)
     state["train"] = {**to_dict(TrainConfig()), **state["train"]}
-    for key in ("train", "clt", "batch_size", "world_size"):
+    for key in ("train", "dictionaries", "batch_size", "world_size"):
         if state[key] != header[key]:
             raise ValueError(f"The checkpoint in {out_dir} was written with a different {key}:\n  saved {state[key]}\n"
                              f"  now   {header[key]}\nResume with the same settings, or use a new output folder.")
-    clt.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("clt.")})
+    clt.load_state_dict({k[3:]: v for k, v in tensors.items() if k.startswith("d0.") and k != "d0.since_fired"})
     opt = optimizer.state_dict()
     for key, value in tensors.items():
         if key.startswith("opt."):

@@ -128,7 +128,7 @@ def test_training_learns_and_resume_equals_uninterrupted(tiny, tmp_path, monkeyp
     resumed = train_clt(tiny_clt(tiny), store(tiny), cfg, tmp_path / "cut", resume=True)
     for a, b in zip(full.parameters(), resumed.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
-    with pytest.raises(ValueError, match="different clt"):
+    with pytest.raises(ValueError, match="different dictionaries"):
         train_clt(tiny_clt(tiny, k=8), store(tiny), cfg, tmp_path / "cut", resume=True)
 
 
