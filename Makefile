@@ -5,7 +5,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow install
+.PHONY: demo test test-slow lint install
 
 install: $(STAMP)
 
@@ -27,3 +27,6 @@ test: install
 
 test-slow: install
 	$(BIN)/python -m pytest tests -m slow -q
+
+lint: install
+	$(BIN)/ruff check interp saes transcoders tests benchmarks experiments

@@ -10,7 +10,6 @@ import json
 import time
 from pathlib import Path
 
-import torch
 
 import saes  # noqa: F401
 from interp.circuits import attribute, write_report

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -40,7 +39,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from interp import __version__
-from interp.config import from_dict, load_json, save_json, to_dict
+from interp.config import from_dict, load_json, save_json
 from interp.errors import check_memory
 
 CFG_FILE = "cfg.json"

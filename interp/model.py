@@ -32,7 +32,6 @@ from pathlib import Path
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from interp import __version__
 from interp.errors import UserError
 
 EMBEDDED = "embedded"
@@ -116,7 +115,7 @@ def _from_hub(name: str, device: str, dtype: torch.dtype) -> HookedTransformer:
     except ValueError:
         close = difflib.get_close_matches(name, OFFICIAL_MODEL_NAMES, n=3, cutoff=0.6)
         raise UserError(f"--model {name!r} is not 'embedded', 'tiny', a local folder or .gguf file, nor a TransformerLens "
-                        f"model name{' (close: ' + ', '.join(close) + ')' if close else ''}.")
+                        f"model name{' (close: ' + ', '.join(close) + ')' if close else ''}.") from None
     try:
         return HookedTransformer.from_pretrained_no_processing(name, device=device, dtype=dtype)
     except OSError as err:

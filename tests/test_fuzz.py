@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from helpers import random_dictionary
 from interp.cli import main

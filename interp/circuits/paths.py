@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 
 from interp.circuits.graph import AttributionGraph
 from interp.circuits.pruning import normalize_rows

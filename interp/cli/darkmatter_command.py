@@ -31,12 +31,12 @@ def add_arguments(p) -> None:
 
 
 def _load_saes(runs: list[str], device: str) -> dict:
-    from interp.dictionary import Dictionary
+    from interp.io import load_dictionary
 
     saes = {}
     for run in runs:
         name = Path(run).name if Path(run).name not in saes else str(run)
-        saes[name] = Dictionary.load(run, device).eval()
+        saes[name] = load_dictionary(run, device=device)
     first = next(iter(saes.values())).cfg
     for name, d in saes.items():
         if (d.cfg.hook_in, d.cfg.hook_out, d.cfg.d_in) != (first.hook_in, first.hook_in, first.d_in):
@@ -48,10 +48,9 @@ def _load_saes(runs: list[str], device: str) -> dict:
 def run(args) -> int:
     import torch
 
-    import saes as _  # noqa: F401 - registers the architectures
     from interp.analysis import darkmatter as dm
     from interp.data.tokens import take_contexts
-    from interp.dictionary import Dictionary
+    from interp.io import check_compatible, load_dictionary
     from interp.model import load_model
     from interp.viz.report import Report
     from interp.viz.darkmatter import add_darkmatter_section
@@ -62,7 +61,9 @@ def run(args) -> int:
     first = next(iter(saes.values())).cfg
     model = load_model(args.model or first.model, args.device, getattr(torch, args.dtype))
     hook = first.hook_in
-    prev = Dictionary.load(args.previous, args.device).eval() if args.previous else None
+    prev = load_dictionary(args.previous, device=args.device) if args.previous else None
+    for d in [*saes.values(), *([prev] if prev else [])]:
+        check_compatible(d, model)
     extra = [prev.cfg.hook_in] if prev else []
     with_loss = not args.no_loss_baseline
     train_tokens = take_contexts(model, args.source, "train", args.n_ctx, args.train_contexts, text_column=args.text_column)

@@ -12,7 +12,8 @@ DESCRIPTION = "Evaluate saved dictionaries on held-out text (any source) and rew
 
 
 def add_arguments(e) -> None:
-    e.add_argument("runs", nargs="+", help="run folders (with cfg.json and sae.safetensors, or a SAELens folder)")
+    e.add_argument("runs", nargs="+", help="run folders, or any dictionary source load_dictionary reads (a SAELens/sparsify/"
+                   "Gemma Scope/dictionary_learning folder, owner/repo:sub/folder on the hub)")
     e.add_argument("--model", default=None, help="override the model recorded in cfg.json")
     e.add_argument("--split", default="validation")
     add_source_arguments(e)
@@ -21,9 +22,8 @@ def add_arguments(e) -> None:
 def run(args) -> int:
     import torch
 
-    import saes  # noqa: F401
     from interp.data.tokens import take_contexts
-    from interp.dictionary import Dictionary
+    from interp.io import check_compatible, load_dictionary
     from interp.analysis.evals import evaluate
     from interp.model import load_model
     from interp.training.runs import write_metrics
@@ -33,14 +33,18 @@ def run(args) -> int:
         if _is_transcoder_set(run):  # a CLT or a folder of per-layer transcoders: the all-MLPs-replaced model
             _evaluate_set(args, Path(run), models)
             continue
-        d = Dictionary.load(run, args.device)
+        d = load_dictionary(run, device=args.device)
         spec = args.model or d.cfg.model
         if spec not in models:
             models[spec] = load_model(spec, args.device, getattr(torch, args.dtype))
         model = models[spec]
+        check_compatible(d, model)
         tokens = take_contexts(model, args.source, args.split, args.n_ctx, args.eval_contexts, text_column=args.text_column)
         metrics, density = evaluate(model, d, tokens)
         metrics["tokens_trained"] = d.cfg.training.get("tokens", 0)
+        if not Path(run).is_dir():  # a hub source: no run folder of ours to write into
+            print(f"{run}: {json.dumps({k: round(float(v), 4) for k, v in metrics.items() if isinstance(v, float)})}")
+            continue
         write_metrics(Path(run), metrics, density)
         print(f"{run}: {json.dumps(headline(Path(run)))}")
     return 0

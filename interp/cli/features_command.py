@@ -7,12 +7,13 @@ from interp.cli import add_source_arguments
 HELP = "feature dashboards: statistics pass + static HTML site"
 DESCRIPTION = ("Run the model once over a text source, keep per-latent statistics (top and sampled contexts, histogram, "
                "density, logit effect, nearest latents), save them (stats/ as safetensors + JSON) and write a static, "
-               "offline site: OUT/index.html with search, one lazily loaded page per feature (index.html#f=<i>).")
+               "offline site: OUT/index.html with search, plotly.min.js written once beside it, one lazily loaded page per "
+               "feature (index.html#f=<i>).")
 
 
 def add_arguments(p) -> None:
-    p.add_argument("run", help="run folder (cfg.json + sae.safetensors, or a SAELens folder)")
-    p.add_argument("--out", required=True, help="site folder (index.html, data/, stats/)")
+    p.add_argument("run", help="run folder, or any dictionary source load_dictionary reads (owner/repo:sub/folder, ...)")
+    p.add_argument("--out", required=True, help="site folder (index.html, plotly.min.js, data/, stats/)")
     p.add_argument("--model", default=None, help="override the model recorded in cfg.json")
     p.add_argument("--split", default="train")
     p.add_argument("--contexts", type=int, default=512, help="contexts to read (tokens = contexts x n_ctx)")
@@ -29,19 +30,19 @@ def run(args) -> int:
 
     import torch
 
-    import saes  # noqa: F401 - registers the architectures
-    from interp.dictionary import Dictionary
+    from interp.io import check_compatible, load_dictionary
     from interp.analysis.features import compute_feature_stats
     from interp.model import load_model
     from interp.viz.dashboard import write_site
 
     at_least(args, contexts=1, batch_size=1, top=1, features=0)
     writable_folder(args.out)
-    d = Dictionary.load(args.run, args.device)
+    d = load_dictionary(args.run, device=args.device)
     spec = args.model or d.cfg.model
     if not spec:
         raise ValueError(f"{args.run}/cfg.json records no model; pass --model.")
     model = load_model(spec, args.device, getattr(torch, args.dtype))
+    check_compatible(d, model)
     stats = compute_feature_stats(model, d, args.source, args.split, args.n_ctx, args.contexts, args.batch_size,
                                   n_top=args.top)
     out = Path(args.out)

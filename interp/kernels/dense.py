@@ -1,6 +1,5 @@
 """Dense forms of top-k codes: the scatter helper and the slow reference the kernels are checked against."""
 
-import torch
 from torch import Tensor
 
 

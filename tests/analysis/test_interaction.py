@@ -46,7 +46,8 @@ def test_interactions_in_lib_basis_are_whitened_and_diagonal():
     a, b = result.lib["a"], result.lib["b"]
     fh = a.transform(torch.cat([bt["x"] for bt in batches]))
     torch.testing.assert_close(fh[:, 1:].T @ fh[:, 1:] / len(fh), torch.diag(a.eigenvalues[1:]), atol=1e-8, rtol=1e-8)
-    J = a.C_pinv[1:, :-1] @ chain.steps[0](torch.eye(5, dtype=torch.float64)).sub(chain.steps[0](torch.zeros(1, 5, dtype=torch.float64))) @ b.C[:-1, 1:]
+    step = chain.steps[0]
+    J = a.C_pinv[1:, :-1] @ step(torch.eye(5, dtype=torch.float64)).sub(step(torch.zeros(1, 5, dtype=torch.float64))) @ b.C[:-1, 1:]
     torch.testing.assert_close(J @ J.T, torch.eye(5, dtype=torch.float64), atol=1e-8, rtol=1e-8)
 
 

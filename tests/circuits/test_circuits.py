@@ -47,8 +47,8 @@ def test_edges_and_bias_add_up_to_every_value(graph, tiny):
     (also with skip transcoders, whose linear path carries gradients between the sources and the target)."""
     skip_graph = attribute(tiny, random_transcoders(tiny, skip=True), "The cat sat", max_feature_nodes=10_000,
                            progress=False)
-    for graph in (graph, skip_graph):
-        check_exact(graph)
+    for g in (graph, skip_graph):
+        check_exact(g)
 
 
 def check_exact(graph):
@@ -138,7 +138,7 @@ def test_known_circuit_of_a_hand_built_model():
     logit = 5 * a1 / rms(4, 9 * a0**2, a1**2) * (1 - 1 / BYTE_VOCAB)  # demeaned
     assert math.isclose(edges[("token/2", "feature/0/2/0")], a0, rel_tol=1e-5)
     assert math.isclose(edges[("feature/0/2/0", "feature/1/2/0")], a1, rel_tol=1e-5)
-    assert math.isclose(edges[(f"feature/1/2/0", f"logit/{ord('b')}")], logit, rel_tol=1e-5)
+    assert math.isclose(edges[("feature/1/2/0", f"logit/{ord('b')}")], logit, rel_tol=1e-5)
     assert g.scores["replacement"] == pytest.approx(1.0) and g.scores["completeness"] == pytest.approx(1.0)
     path = top_paths(g, int(g.logit_nodes()[g.logit_tokens.index(ord("b"))]), k=1)[0]
     assert [g.node(i)["id"] for i in path.nodes] == ["token/2", "feature/0/2/0", "feature/1/2/0", f"logit/{ord('b')}"]

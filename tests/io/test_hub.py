@@ -52,7 +52,8 @@ def test_hf_hub_cache_wins_over_hf_home(offline, tmp_path, monkeypatch):
 
 
 def test_offline_without_cache_names_the_repo_and_files(offline):
-    with pytest.raises(FileNotFoundError, match=r"no local path google/gemma-scope-2b-pt-res .*; as a hub repo google/gemma-scope-2b-pt-res \(files .*params\.npz.*HF_HUB_OFFLINE is set"):
+    with pytest.raises(FileNotFoundError, match=r"no local path google/gemma-scope-2b-pt-res .*; "
+                       r"as a hub repo google/gemma-scope-2b-pt-res \(files .*params\.npz.*HF_HUB_OFFLINE is set"):
         load_dictionary("google/gemma-scope-2b-pt-res", SUB)
 
 
