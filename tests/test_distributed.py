@@ -58,7 +58,8 @@ def data():
 
 
 def dictionary(arch):
-    fields = {"k": 4} if arch == "topk" else {"l1_coeff": 0.5}
+    # AuxK off: each rank counts dead latents on its own shard, so with AuxK two ranks are not one summed batch.
+    fields = {"k": 4, "aux_k": 0} if arch == "topk" else {"l1_coeff": 0.5}
     return architecture(arch)(DictionaryConfig(arch=arch, d_in=D, d_dict=64, **fields))
 
 

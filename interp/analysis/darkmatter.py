@@ -322,6 +322,8 @@ def train_on_components(make: Callable[[], Dictionary], train: dict[str, torch.T
         data = data.detach()
         torch.manual_seed(cfg.seed)
         d = make()
+        if d.cfg.dead_tokens is None:  # the dead-latent window is relative to the run, as in train()
+            d.cfg = d.cfg.replace(dead_tokens=d.dead_window(cfg.tokens, batch_size))
         scale = data.shape[1] ** 0.5 / data.norm(dim=1).mean().item()
         g = torch.Generator().manual_seed(cfg.seed)
         d.init_from_data(data[:batch_size] * scale, data[:batch_size] * scale, g)
