@@ -7,7 +7,7 @@ import torch
 from safetensors import safe_open
 
 import interp.training.loop as loop
-from helpers import random_dictionary
+from helpers import TINY, random_dictionary
 from interp.data.activations import ActivationStore
 from interp.data.tokens import take_contexts
 from interp.errors import UserError
@@ -113,7 +113,7 @@ def test_kill_9_mid_run_leaves_a_folder_that_resumes_to_the_same_weights(tmp_pat
 
     from safetensors.torch import load_file
 
-    args = [sys.executable, "-m", "interp", "train", "--model", "tiny:n_layers=2,d_model=32,n_heads=4,d_mlp=64,n_ctx=64",
+    args = [sys.executable, "-m", "interp", "train", "--model", TINY,
             "--hook", HOOK, "--tokens", str(64 * 600), "--batch-size", "64", "--n-ctx", "32", "--width", "128", "--k", "8",
             "--checkpoint-every", "25", "--eval-contexts", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -8,6 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from helpers import TINY
+
 from interp.data.activations import ActivationStore
 from interp.data.tokens import take_contexts
 from interp.dictionary import DictionaryConfig, architecture
@@ -90,7 +92,7 @@ def test_width_mismatch_fails_before_training(tiny, tmp_path):
 
 def test_sigterm_checkpoints_and_resume_matches_uninterrupted(tmp_path):
     """Kill a real `interp train` process mid-run, resume it, and compare with an uninterrupted run."""
-    args = [sys.executable, "-m", "interp", "train", "--model", "tiny:n_layers=2,d_model=32,n_heads=4,d_mlp=64,n_ctx=64",
+    args = [sys.executable, "-m", "interp", "train", "--model", TINY,
             "--hook", HOOK, "--tokens", str(64 * 1500), "--batch-size", "64", "--n-ctx", "32", "--width", "256", "--k", "8",
             "--checkpoint-every", "20", "--eval-contexts", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
