@@ -30,10 +30,7 @@ from interp.errors import USER_ERRORS, one_line
 HOOK = "blocks.1.hook_resid_post"
 TINY = "tiny:n_layers=2,d_model=32,n_heads=4,d_mlp=64,n_ctx=128"  # the commands' default contexts fit
 # A part of a case's name -> why such cases do not end in one clear line yet.
-KNOWN_GAPS: dict[str, str] = {
-    "hidden characters shown raw": "interp/viz/text.py `visible` is to become the templates' filter for titles, "
-                                   "headings and token strings (the viz engineer is converting interp/viz to jinja2)",
-}
+KNOWN_GAPS: dict[str, str] = {}
 
 
 def known_gap(case: str) -> bool:

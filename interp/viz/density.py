@@ -7,14 +7,16 @@ from pathlib import Path
 import plotly.graph_objects as go
 import torch
 
+from interp.viz.text import plot_label
+
 
 def density_histogram(density: torch.Tensor, title: str = "Latent density") -> go.Figure:
-    """density [d_dict]: fraction of tokens on which each latent fires."""
+    """density [d_dict]: fraction of tokens on which each latent fires; `title` is shown as text (`plot_label`)."""
     alive = density[density > 0]
     dead = int((density == 0).sum())
     fig = go.Figure(go.Histogram(x=alive.log10().tolist(), nbinsx=60, name="alive latents"))
     fig.update_layout(
-        title=f"{title} ({dead} of {len(density)} latents never fired)",
+        title=f"{plot_label(title)} ({dead} of {len(density)} latents never fired)",
         xaxis_title="log10(firing density)", yaxis_title="latents", bargap=0.02, template="plotly_white",
     )
     return fig

@@ -7,7 +7,10 @@ strings are untrusted); only figures are embedded as HTML, through plotly's own
 writer. Interactive pages add a JSON data island (`add_data`: `<`, `>` and `&`
 are written as unicode escapes, so no string can close the script element) and
 the library's own scripts (`add_script`: code only, never data), which must put
-text into the page through `textContent`.
+text into the page through `textContent`. Titles, headings, table cells and
+captions are shown through `visible` (hidden and bidi-override characters as
+escapes), paragraphs and code through `prose`; element ids and classes are
+the library's own names and are checked, never escaped.
 """
 
 from __future__ import annotations
@@ -23,6 +26,16 @@ from interp.config import write_atomic_text
 from interp.viz.templates import render, safe_json, static
 
 __all__ = ["Report", "safe_json"]
+NAME = re.compile(r"[A-Za-z][\w-]*")
+
+
+def _check_names(what: str, value: str, several: bool = False) -> str:
+    """`value` if it is an HTML id / class name (`several`: space-separated names), else a ValueError."""
+    names = value.split(" ") if several and value else [value] if not several else []
+    if not all(NAME.fullmatch(n) for n in names):
+        raise ValueError(f"{what} {value!r} is not a plain HTML name: use letters, digits, '-' and '_', starting "
+                         f"with a letter (ids and classes are the library's own names, never data).")
+    return value
 
 
 class Report:
@@ -55,6 +68,8 @@ class Report:
         return self._add("table", columns=[str(c) for c in columns], rows=cells)
 
     def add_figure(self, fig: go.Figure, caption: str = "", div_id: str | None = None) -> Report:
+        if div_id is not None:
+            _check_names("Figure id", div_id)
         html = Markup(fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id))
         return self._add("figure", html=html, caption=caption)
 
@@ -62,11 +77,12 @@ class Report:
         """An empty element for scripts to fill."""
         if not re.fullmatch(r"[a-z][a-z0-9]*", tag):
             raise ValueError(f"Element tag {tag!r} is not a plain HTML tag name: use one like 'div' or 'span'.")
-        return self._add("element", id=element_id, tag=tag, css_class=css_class)
+        return self._add("element", id=_check_names("Element id", element_id), tag=tag,
+                         css_class=_check_names("Element class", css_class, several=True))
 
     def add_data(self, element_id: str, data) -> Report:
         """JSON data readable with JSON.parse(document.getElementById(element_id).textContent)."""
-        return self._add("data", id=element_id, data=data)
+        return self._add("data", id=_check_names("Data id", element_id), data=data)
 
     def add_style(self, css: str) -> Report:
         """Trusted CSS shipped with the library."""

@@ -2,9 +2,11 @@
 
 Every `{{ value }}` in a template is escaped (`html.escape`, quotes included) unless it is `Markup`; only
 figure HTML from plotly's own writer and the library's own CSS and scripts (`static`) are marked so. Token
-strings and titles go through the `visible` filter first (`interp.viz.text.visible`: control, bidi-override
-and other invisible characters shown as escapes). JSON in a data island goes through `tojson` (`<`, `>`, `&`
-and line separators as unicode escapes, so no string can end the script element). Undefined names are
+strings, titles, headings and table cells go through the `visible` filter first (`interp.viz.text.visible`:
+control, bidi-override and other invisible characters shown as escapes), paragraphs and code blocks through
+`prose` (the same, newlines and tabs kept). JSON in a data island goes through `tojson` (`<`, `>`, `&` and
+line separators as unicode escapes, so no string can end the script element; `tojson(ascii=True)` escapes
+every other non-ASCII character too, so no hidden character is in the page's source). Undefined names are
 errors, not empty strings.
 
 Line breaks and the indentation after them in a template are layout for its reader and are not output
@@ -24,7 +26,7 @@ from jinja2.ext import Extension
 from jinja2.lexer import Token
 from markupsafe import Markup
 
-from interp.viz.text import visible
+from interp.viz.text import prose, visible
 
 
 class _DropLineBreaks(Extension):
@@ -64,7 +66,8 @@ def environment() -> Environment:
     """The jinja2 environment of `interp.viz` (autoescaping, strict undefined, line breaks dropped)."""
     env = Environment(loader=PackageLoader("interp.viz", "templates"), autoescape=True, undefined=StrictUndefined,
                       finalize=_escape, extensions=[_DropLineBreaks], keep_trailing_newline=False)
-    env.filters.update(visible=lru_cache(maxsize=1 << 16)(visible), num=num, tojson=lambda data: Markup(safe_json(data)))
+    env.filters.update(visible=lru_cache(maxsize=1 << 16)(visible), prose=prose, num=num,
+                       tojson=lambda data, ascii=False: Markup(safe_json(data, ascii)))
     env.globals.update(static=static)
     return env
 

@@ -12,7 +12,7 @@ import torch
 from viz_helpers import hand_stats
 from interp.viz.circuit import circuit_report
 from interp.viz.dashboard import feature_html, show_feature, show_index, write_site
-from interp.viz.density import write_density_page
+from interp.viz.density import density_histogram, write_density_page
 from interp.viz.report import Report
 from interp.viz.templates import environment
 
@@ -40,7 +40,7 @@ def structure(page: str) -> list:
 
 def report_page(s: str, out: Path) -> dict[str, str]:
     page = (Report(s).add_heading(s).add_heading(s, 3).add_text(s).add_code(s).add_table([{s: s, "n": 1.5}])
-            .add_figure(go.Figure(go.Bar(x=[s], y=[1])), caption=s, div_id="fig").add_element("el", css_class=s)
+            .add_figure(go.Figure(go.Bar(x=[s], y=[1])), caption=s, div_id="fig").add_element("el", css_class="a b")
             .add_data("data", {"s": s}).add_script("void 0;"))
     return {"report.html": page.write(out / "r.html").read_text()}
 
@@ -123,7 +123,21 @@ SPOOF = "Romeo gave a ring to \u202eteiluJ\x07"  # a right-to-left override and 
 def test_titles_and_token_strings_show_hidden_characters(view, tmp_path):
     pages = VIEWS[view](SPOOF, tmp_path)
     for name, page in pages.items():
-        if view == "report":  # the title is shown visibly; prose given to add_text is the caller's own text
-            page = page.split("<h2>")[0]
         assert "\u202e" not in page and "\x07" not in page, name
     assert any("\\u202eteiluJ\\x07" in page for page in pages.values())
+
+
+def test_plotly_titles_show_hidden_characters_and_escape_markup():
+    """plotly decodes its JSON in the browser and renders labels as markup: the title must be made visible and
+    escaped before it is handed over."""
+    title = density_histogram(torch.tensor([0.0, 0.5]), title=SPOOF + "<b>").layout.title.text
+    assert title.startswith("Romeo gave a ring to \\u202eteiluJ\\x07&lt;b&gt; (1 of 2")
+
+
+def test_ids_and_classes_are_names_never_data():
+    for bad in (lambda r: r.add_element(HOSTILE), lambda r: r.add_element("e", css_class='x" onclick="y'),
+                lambda r: r.add_element("e", css_class="a\u202e"), lambda r: r.add_data("d x", {}),
+                lambda r: r.add_figure(go.Figure(), div_id="<f>")):
+        with pytest.raises(ValueError, match="not a plain HTML name"):
+            bad(Report("T"))
+    assert 'class="a b-2 c_3"' in Report("T").add_element("e", css_class="a b-2 c_3").html()

@@ -25,3 +25,13 @@ def test_sections_render_as_known_markup():
                 lambda r: r.add_script("</script>"), lambda r: r.add_style("</style>")):
         with pytest.raises(ValueError):
             bad(Report("T"))
+
+
+def test_every_shown_string_has_its_hidden_characters_escaped_and_prose_keeps_its_layout():
+    spoof = "x\u202ey\u200b"
+    page = (Report(spoof).add_heading(spoof).add_text(f"one\n{spoof}").add_code(f"a\n\tb{spoof}")
+            .add_table([{spoof: spoof}]).add_figure(go.Figure(), caption=spoof).add_data("d", {"s": spoof}).html())
+    assert "\u202e" not in page and "\u200b" not in page
+    shown = "x\\u202ey\\u200b"
+    assert page.count(shown) == 9  # title, h1, h2, p, pre, th, td, caption, and the data island (JSON escapes)
+    assert f"<p>one\n{shown}</p>" in page and f"<pre>a\n\tb{shown}</pre>" in page

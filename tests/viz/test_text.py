@@ -1,6 +1,6 @@
 import html
 
-from interp.viz.text import visible
+from interp.viz.text import plot_label, prose, visible
 
 
 def test_bidi_overrides_and_invisible_characters_show_as_escapes():
@@ -20,3 +20,8 @@ def test_printable_text_is_unchanged_and_the_result_has_nothing_hidden():
     every = "".join(chr(c) for c in range(0x3000) if not 0xD800 <= c < 0xE000)
     assert not [c for c in visible(every) if unicodedata.category(c) in {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}]
     assert html.escape(visible("<script>\u202e")) == "&lt;script&gt;\\u202e"  # it does not escape HTML itself
+
+
+def test_prose_keeps_newlines_and_tabs_as_layout_and_plot_labels_are_escaped():
+    assert prose("a\nb\tc\r\u202ed") == "a\nb\tc␍\\u202ed"
+    assert plot_label("<b>\u202e</b>\n") == "&lt;b&gt;\\u202e&lt;/b&gt;↵"
