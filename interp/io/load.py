@@ -16,10 +16,10 @@ import torch
 from interp.dictionary import Dictionary
 from interp.io import hub
 
-FORMATS = ("interp", "saelens", "sparsify", "gemma_scope", "dictionary_learning")  # detection order
-SETS = ("circuit_tracer", "interp", "sparsify")  # formats of transcoder sets
+FORMATS = ("interp", "saelens", "sparsify", "gemma_scope", "llama_scope", "dictionary_learning")  # detection order
+SETS = ("circuit_tracer", "interp", "sparsify", "llama_scope")  # formats of transcoder sets
 MODULES = {"interp": "native", "saelens": "saelens", "sparsify": "sparsify", "gemma_scope": "gemma_scope",
-           "dictionary_learning": "dictionary_learning", "circuit_tracer": "circuit_tracer"}
+           "llama_scope": "llama_scope", "dictionary_learning": "dictionary_learning", "circuit_tracer": "circuit_tracer"}
 
 
 def reader(fmt: str):
@@ -81,15 +81,17 @@ def load_dictionary(source: str | Path, subfolder: str | None = None, *, format:
 def load_transcoder_set(source: str | Path, subfolder: str | None = None, *, format: str = "auto", device: str = "cpu",
                         dtype: torch.dtype | str | None = None, model: str = "", n_layers: int | None = None,
                         revision: str | None = None) -> dict[int, Dictionary]:
-    """{layer: transcoder} from a circuit-tracer config (YAML), a folder of our layer_L run folders, or a
-    sparsify release of per-layer MLP transcoders. `n_layers`: fail unless every layer below it has one."""
+    """{layer: transcoder} from a circuit-tracer config (YAML), a folder of our layer_L run folders, a
+    sparsify release of per-layer MLP transcoders, or a folder of Llama Scope transcoder folders (LXTC).
+    `n_layers`: fail unless every layer below it has one."""
     source, subfolder = split_source(source, subfolder)
     formats = SETS if format == "auto" else (format,)
     path = hub.resolve(source, subfolder, [p for f in formats for p in _set_patterns(f)], revision)
     fmt = next((f for f in formats if _claims_set(f, path)), None)
     if fmt is None:
         raise ValueError(f"{path}: not a transcoder set; expected a circuit-tracer YAML, layer_<L>/ run folders "
-                         "(cfg.json + sae.safetensors), or sparsify hookpoint folders (layers.<L>.mlp/).")
+                         "(cfg.json + sae.safetensors), sparsify hookpoint folders (layers.<L>.mlp/) or Llama Scope "
+                         "folders (*/hyperparams.json + */checkpoints/final.safetensors).")
     loaded = _by_layer(reader(fmt).read_set(path, model=model), path)
     missing = sorted(set(range(n_layers)) - set(loaded)) if n_layers is not None else []
     if missing:
