@@ -6,6 +6,10 @@
     python library_dump.py read DIR...   SAELens loads each folder (written by interp) and dumps its outputs beside it
     python library_dump.py graph JSON... circuit-tracer's pydantic graph Model parses each file and writes its own
                                          serialisation to JSON.circuit_tracer.json
+    python library_dump.py llama_scope OUT RELEASE:SAE_ID...
+                                         SAE.from_pretrained loads each Llama Scope release from the hub cache the
+                                         caller laid out (HF_HUB_CACHE, HF_HUB_OFFLINE=1) with SAE-Lens's own converter
+                                         and dumps its outputs on OUT/llama_inputs.safetensors to OUT/RELEASE.out.safetensors
 
 Dumps hold "codes" [n, d_sae] (the library's encode) and "out" [n, d_out] (its full forward, skip path included).
 """
@@ -89,6 +93,26 @@ def read_saelens(folders):
         dump(folder.parent / f"{folder.name}.out.safetensors", *saelens_outputs(sae, x[:, : sae.cfg.d_in]))
 
 
+# --- Llama Scope (SAE-Lens's converter) ---------------------------------------------------------------------
+def read_llama_scope(out, pairs):
+    import math
+
+    from sae_lens import SAE
+    from sae_lens.loading.pretrained_saes_directory import get_norm_scaling_factor, get_repo_id_and_folder_name
+
+    assert os.environ.get("HF_HUB_OFFLINE") == "1", "the Llama Scope fixtures must come from the local cache only"
+    x = load_file(out / "llama_inputs.safetensors")["x"]
+    for release, sae_id in (pair.split(":") for pair in pairs):
+        repo_id, folder = get_repo_id_and_folder_name(release, sae_id)
+        snapshots = Path(os.environ["HF_HUB_CACHE"], f"models--{repo_id.replace('/', '--')}", "snapshots")
+        hyper = json.loads(next(snapshots.glob(f"*/{folder}/hyperparams.json")).read_text())
+        factor = math.sqrt(hyper["d_model"]) / hyper["dataset_average_activation_norm"]["in"]
+        registry = get_norm_scaling_factor(release, sae_id)
+        assert abs(factor / registry - 1) < 1e-9, f"fixture norm gives {factor}, SAE-Lens's registry folds {registry}"
+        sae = SAE.from_pretrained(release, sae_id, device="cpu", dtype="float32").eval()
+        dump(out / f"{release}.out.safetensors", *saelens_outputs(sae, x))
+
+
 # --- sparsify ------------------------------------------------------------------------------------------------
 def make_sparsify(root, x):
     from sparsify import SparseCoder, SparseCoderConfig
@@ -111,6 +135,9 @@ def main():
     torch.manual_seed(0)
     if mode == "read":
         read_saelens(rest)
+        return
+    if mode == "llama_scope":
+        read_llama_scope(Path(rest[0]), rest[1:])
         return
     if mode == "graph":
         from circuit_tracer.frontend.graph_models import Model

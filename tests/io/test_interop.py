@@ -53,8 +53,9 @@ def interop_python() -> Path:
     return py
 
 
-def run(py, *args):
-    proc = subprocess.run([py, HERE / "library_dump.py", *map(str, args)], capture_output=True, text=True, timeout=1800)
+def run(py, *args, env=None):
+    proc = subprocess.run([py, HERE / "library_dump.py", *map(str, args)], capture_output=True, text=True, timeout=1800,
+                          env=None if env is None else {**os.environ, **env})
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
@@ -151,3 +152,32 @@ def test_circuit_tracer_parses_our_graph_json_unchanged(py, tiny, tmp_path):
     run(py, "graph", path)
     ours, theirs = json.loads(path.read_text()), json.loads(path.with_suffix(".circuit_tracer.json").read_text())
     assert theirs == ours and len(ours["links"]) > 0
+
+
+# release -> (SAE-Lens sae_id, its norm_scaling_factor in sae_lens/pretrained_saes.yaml, kind, layer)
+LLAMA_SCOPE = {"llama_scope_lxr_8x": ("l15r_8x", 5.91907514450867, "R", 15),
+               "llama_scope_lxm_8x": ("l3m_8x", 35.46320346320346, "M", 3)}
+
+
+def test_llama_scope_folders_load_as_saelens_converts_them(py, tmp_path, monkeypatch):
+    """Both libraries read the same folders from one hub cache laid out as huggingface_hub lays it out, offline.
+    The fixture's dataset norm is the one SAE-Lens's registry folds (sqrt(d_model) / norm_scaling_factor; library_dump
+    checks it), its threshold gates at 0.3 after the fold; one release has unit decoder norms, one has not."""
+    from test_hub import cached_repo
+    from test_llama_scope import D, inputs, llama_folder
+
+    env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    for release, (sae_id, factor, kind, layer) in LLAMA_SCOPE.items():
+        repo, folder = f"fnlp/Llama3_1-8B-Base-LX{kind}-8x", f"Llama3_1-8B-Base-L{layer}{kind}-8x"
+        norm = D**0.5 / factor
+        llama_folder(cached_repo(tmp_path / "hub", repo) / folder, layer=layer, kind=kind, norms=(norm, norm),
+                     threshold=0.3 / factor, unit_decoder=kind == "R")
+        x = inputs(norm)
+        save_file({"x": x}, tmp_path / "llama_inputs.safetensors")
+        run(py, "llama_scope", tmp_path, f"{release}:{sae_id}", env=env)
+        d = load_dictionary(repo, folder)
+        hook = f"blocks.{layer}.{'hook_resid_post' if kind == 'R' else 'hook_mlp_out'}"
+        assert (d.arch, d.cfg.hook_in, d.cfg.hook_out, d.cfg.model) == ("jumprelu", hook, hook, "meta-llama/Llama-3.1-8B")
+        compare(d, load_file(tmp_path / f"{release}.out.safetensors"), x)
