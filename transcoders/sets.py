@@ -1,34 +1,23 @@
 """A transcoder set: one transcoder per layer, saved as one run folder per layer
 (`<folder>/layer_<L>/`, the layout `train_transcoder_set` writes), the input
-of attribution graphs."""
+of attribution graphs. Loading is `interp.io.load_transcoder_set` (every set format)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from interp.dictionary import CFG_FILE, Dictionary
-from interp.model import hook_layer
+from interp.dictionary import Dictionary
 
 
-def load_transcoder_set(folder: str | Path, n_layers: int | None = None, device: str = "cpu") -> dict[int, Dictionary]:
-    """{layer: transcoder} from every run folder under `folder` that maps an MLP's input to its output."""
-    folder = Path(folder)
-    runs = sorted(p.parent for p in folder.glob(f"*/{CFG_FILE}"))
-    if not runs:
-        raise FileNotFoundError(f"{folder} holds no run folders (*/{CFG_FILE}); expected layer_0/, layer_1/, ...")
-    out: dict[int, Dictionary] = {}
-    for run in runs:
-        tc = Dictionary.load(run, device)
-        if not (tc.cfg.hook_in.endswith("ln2.hook_normalized") and tc.cfg.hook_out.endswith("hook_mlp_out")):
-            continue
-        layer = hook_layer(tc.cfg.hook_out)
-        if layer in out:
-            raise ValueError(f"{folder}: two transcoders for layer {layer} ({run.name} and another).")
-        out[layer] = tc
-    missing = sorted(set(range(n_layers)) - set(out)) if n_layers is not None else []
-    if missing or not out:
-        raise ValueError(f"{folder}: no transcoder for layers {missing or 'any'}; a circuit needs one per layer.")
-    return out
+def load_transcoder_set(folder: str | Path, n_layers: int | None = None, device: str = "cpu",
+                        **options) -> dict[int, Dictionary]:
+    """{layer: transcoder} from the `layer_<L>/` run folders `train_transcoder_set` writes, or from any set
+    `interp.io.load_transcoder_set` reads (a circuit-tracer YAML, a sparsify or Llama Scope release, a hub
+    repo id), which this delegates to; kept for its positional (folder, n_layers, device) signature.
+    `options`: the rest of interp.io.load_transcoder_set's keywords (format, dtype, model, revision)."""
+    from interp.io import load_transcoder_set as load
+
+    return load(folder, n_layers=n_layers, device=device, **options)
 
 
 def train_transcoder_set(model, out_dir: str | Path, train_cfg, eval_tokens, layers: list[int] | None = None,

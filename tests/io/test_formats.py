@@ -276,3 +276,18 @@ def test_sparsify_config_disagreeing_with_tensors_fails(tmp_path):
     sparsify_folder(tmp_path / "layers.4", skip=False, skip_connection=True)
     with pytest.raises(ValueError, match=r"do not match cfg.json \(expected .*W_skip"):
         load_dictionary(tmp_path / "layers.4")
+
+
+def test_transcoders_sets_alias_keeps_its_positional_signature(tmp_path):
+    """transcoders.sets.load_transcoder_set(folder, n_layers, device) delegates to interp.io's."""
+    from transcoders.sets import load_transcoder_set as legacy
+
+    for layer in range(2):
+        random_dictionary("relu", seed=layer, subtract_b_dec=False, hook_in=f"blocks.{layer}.ln2.hook_normalized",
+                          hook_out=f"blocks.{layer}.hook_mlp_out").save(tmp_path / f"layer_{layer}")
+    random_dictionary("topk", hook_in="blocks.0.hook_resid_post").save(tmp_path / "sae")  # an SAE beside them: skipped
+    old, new = legacy(tmp_path, 2, "cpu", dtype="float32"), load_transcoder_set(tmp_path, n_layers=2)
+    assert sorted(old) == sorted(new) == [0, 1] and old[1].W_enc.dtype == torch.float32
+    assert torch.equal(old[1].W_enc, new[1].W_enc.float())
+    with pytest.raises(ValueError, match=r"no transcoder for layers \[2\]"):
+        legacy(tmp_path, 3)
