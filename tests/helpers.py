@@ -26,6 +26,20 @@ def clear_rows(scores: torch.Tensor, k: int, tol: float) -> torch.Tensor:
     return (top[:, k - 1] - top[:, k] > 2 * tol) & (top.abs() > tol).all(-1)
 
 
+def clear_codes(d, x: torch.Tensor, tol: float) -> torch.Tensor:
+    """Mask [n, d_dict] of the codes of dictionary `d` on x whose on/off state cannot change under a perturbation
+    of `tol` in the pre-activations: away from 0 and from the threshold (JumpReLU, BatchTopK at inference) by
+    more than tol; for TopK, whole rows (`clear_rows`)."""
+    with torch.no_grad():
+        pre = d.pre_acts(x)
+        if d.arch == "topk":
+            return clear_rows(pre, d.cfg.k, tol)[:, None].expand_as(pre)
+        clear = pre.abs() > tol
+        if hasattr(d, "threshold"):
+            clear &= (pre - d.threshold).abs() > tol
+    return clear
+
+
 def assert_same_topk_codes(a: torch.Tensor, b: torch.Tensor, scores: torch.Tensor, k: int, tol: float = 1e-6,
                            min_clear: float = 0.9) -> None:
     """Codes a, b [n, d_dict] from two code paths (e.g. the fused kernel and Tensor.topk on another GEMM):

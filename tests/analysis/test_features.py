@@ -96,7 +96,11 @@ def test_logit_effect_is_the_exact_change_through_the_frozen_final_norm(tiny, de
                 effect = logit_effect(tiny_d, d, s, torch.tensor([i]))[0]
                 assert torch.allclose(effect, direct, atol=1e-9)
                 top = direct.topk(10)
-                assert stats.tensors["logit_top_ids"][i].tolist() == top.indices.tolist()
+                # float32 stats vs this float64 reference: the ids need not match where effects tie within
+                # rounding, but the effects they name must be the reference's top 10, in order
+                ids = stats.tensors["logit_top_ids"][i]
+                assert len(set(ids.tolist())) == 10
+                torch.testing.assert_close(direct[ids], top.values, rtol=0, atol=1e-4)
                 assert torch.allclose(stats.tensors["logit_top"][i].double(), top.values, atol=1e-4)
                 assert torch.allclose(stats.tensors["logit_bottom"][i].double(), direct.topk(10, largest=False).values,
                                       atol=1e-4)

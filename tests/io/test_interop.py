@@ -18,7 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from helpers import random_dictionary
+from helpers import clear_codes, random_dictionary
 from interp.io import load_dictionary, load_transcoder_set
 from interp.circuits import attribute
 from interp.circuits.neuronpedia import save_neuronpedia
@@ -76,8 +76,13 @@ def compare(d, dump, x):
     with torch.no_grad():
         codes, out = d.encode(x), d(x)
     assert (dump["codes"] != 0).float().mean() > 0.05, "the library's codes are (nearly) all zero: a vacuous test"
-    assert torch.equal(codes != 0, dump["codes"] != 0)
-    assert (codes - dump["codes"]).abs().max() < TOL and (out - dump["out"]).abs().max() < TOL
+    # two libraries' code paths: the same latents fire wherever the selection has a margin (nearly everywhere),
+    # and values and outputs agree to TOL on the rows where every selection has one
+    clear = clear_codes(d, x, TOL)
+    rows = clear.all(-1)
+    assert rows.float().mean() > 0.9, f"only {int(rows.sum())} of {len(rows)} rows have a selection margin of {TOL}"
+    assert torch.equal((codes != 0)[clear], (dump["codes"] != 0)[clear])
+    assert (codes - dump["codes"])[rows].abs().max() < TOL and (out - dump["out"])[rows].abs().max() < TOL
 
 
 @pytest.mark.parametrize("name", sorted(SAELENS))
