@@ -18,12 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
-
 from interp.config import to_dict
-from interp.distributed import any_rank, average_gradients, broadcast_module, broadcast_object, gather_to_main, world
-from interp.training.checkpoint import TrainingInterrupted, load_checkpoint, save_checkpoint, stop_on_signals
+from interp.distributed import average_gradients, broadcast_module, broadcast_object, gather_to_main, world
+from interp.training.checkpoint import check_step, load_checkpoint, save_checkpoint
 from interp.training.loop import TrainConfig
+from interp.training.steps import check_resumable, run_steps
 from transcoders.clt import CLTConfig, CrossLayerTranscoder
 from transcoders.config import INPUT_KEY, TARGET_KEY, mlp_hooks, transcoder_config
 
@@ -87,14 +86,14 @@ def train_clt(clt: CrossLayerTranscoder, store, cfg: TrainConfig, out_dir: str |
     n_steps = cfg.steps(store.batch_size * world_size)
     header = {"train": to_dict(cfg), "dictionaries": [to_dict(clt.cfg)], "batch_size": store.batch_size, "world_size": world_size}
     if resume:
-        step = _restore(out_dir, header, clt, optimizer, store)
+        step = check_step(_restore(out_dir, header, clt, optimizer, store), n_steps, out_dir)
     else:
         step, sample = 0, store.block_rows(0)
         init_from_data(clt, stacked_batch(sample, INPUT_KEY, L, scales).cpu(), stacked_batch(sample, TARGET_KEY, L, scales).cpu(),
                        cfg.seed)
         broadcast_module(clt)
 
-    def checkpoint():
+    def checkpoint(step: int):
         parts = gather_to_main((store.state_dict(), {k: v.cpu() for k, v in store.state_tensors().items()}))
         if rank == 0:
             tensors = {f"d0.{k}": v for k, v in clt.state_dict().items()}  # the shared checkpoint layout: dictionary 0
@@ -104,25 +103,15 @@ def train_clt(clt: CrossLayerTranscoder, store, cfg: TrainConfig, out_dir: str |
             tensors.update({f"rank{r}.{k}": v for r, (_, ts) in enumerate(parts) for k, v in ts.items()})
             save_checkpoint(out_dir, {**header, "step": step, "store": [s for s, _ in parts]}, tensors)
 
-    bar = tqdm(total=n_steps, initial=step, desc="train CLT", unit="step", dynamic_ncols=True, disable=rank > 0)
     stream = iter(store)
-    with stop_on_signals() as stop:
-        while step < n_steps:
-            batch = next(stream)
-            stats = _step(clt, optimizer, batch, scales, cfg, cfg.lr_at(step, n_steps), world_size > 1)
-            step += 1
-            bar.update(1)
-            bar.set_postfix(mse=f"{stats['mse']:.3g}", l0=f"{stats['l0']:.1f}")
-            if log is not None:
-                log(step, stats)
-            if any_rank(stop.requested):
-                checkpoint()
-                bar.close()
-                raise TrainingInterrupted(f"Stopped at step {step}/{n_steps}; checkpoint in {out_dir}. Resume with resume=True.")
-            if step % cfg.checkpoint_every == 0 and step < n_steps:
-                checkpoint()
-    bar.close()
-    checkpoint()
+
+    def take_step(step: int) -> dict[str, float]:
+        stats = _step(clt, optimizer, next(stream), scales, cfg, cfg.lr_at(step, n_steps), world_size > 1)
+        if log is not None:
+            log(step + 1, stats)
+        return stats
+
+    run_steps(step, n_steps, take_step, checkpoint, cfg.checkpoint_every, out_dir, desc="train CLT")
     return exported(clt, scales)
 
 
@@ -160,11 +149,7 @@ def exported(clt: CrossLayerTranscoder, scales: dict[str, float]) -> CrossLayerT
 
 def _restore(out_dir, header, clt, optimizer, store) -> int:
     state, tensors = load_checkpoint(out_dir)
-    state["train"] = {**to_dict(TrainConfig()), **state["train"]}
-    for key in ("train", "dictionaries", "batch_size", "world_size"):
-        if state[key] != header[key]:
-            raise ValueError(f"The checkpoint in {out_dir} was written with a different {key}:\n  saved {state[key]}\n"
-                             f"  now   {header[key]}\nResume with the same settings, or use a new output folder.")
+    check_resumable(state, header, out_dir, to_dict(TrainConfig()))
     clt.load_state_dict({k[3:]: v for k, v in tensors.items() if k.startswith("d0.") and k != "d0.since_fired"})
     opt = optimizer.state_dict()
     for key, value in tensors.items():

@@ -21,18 +21,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from interp.data.activations import BlockStream
-from interp.training.checkpoint import TrainingInterrupted, check_step, load_checkpoint, save_checkpoint, stop_on_signals
+from interp.training.checkpoint import check_step, load_checkpoint, save_checkpoint
 from interp.config import to_dict
 from interp.dictionary import Dictionary
 from interp.errors import UserError
-from interp.distributed import (any_rank, average_buffers, average_gradients, broadcast_module, broadcast_object,
+from interp.distributed import (average_buffers, average_gradients, broadcast_module, broadcast_object,
                                 gather_batches, gather_objects, gather_to_main, union, world)
 from interp.training.losses import dead_latent_auxk, normalize_rows, reconstruction_loss, remove_parallel_grad
 from interp.training.run_folder import transaction
 from interp.training.stacked import StackedTrainee, stack_trainees
+from interp.training.steps import check_resumable, resumable, run_steps
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,7 @@ def train(dictionaries: list[Dictionary], store: BlockStream, cfg: TrainConfig, 
     mine = {i: dictionaries[i] for i in (range(rank, n, world_size) if module else range(n))}
     stacks = stack_trainees(mine, inputs, targets, cfg, data_parallel=not module)
     trainees = {i: stacks.get(i) or Trainee(d, cfg, data_parallel=not module) for i, d in mine.items()}
-    header = {"train": _resumable(to_dict(cfg)), "dictionaries": [to_dict(d.cfg) for d in dictionaries],
+    header = {"train": resumable(to_dict(cfg)), "dictionaries": [to_dict(d.cfg) for d in dictionaries],
               "batch_size": store.batch_size, "world_size": world_size}
     if resume:
         step = check_step(_restore(out_dir, header, trainees, store), n_steps, out_dir)
@@ -185,7 +185,7 @@ def train(dictionaries: list[Dictionary], store: BlockStream, cfg: TrainConfig, 
             d.init_from_data(sample[kin].cpu() * scales[kin], sample[kout].cpu() * scales[kout], g)
             broadcast_module(d)
 
-    def checkpoint():
+    def checkpoint(step: int):
         mine = {k: v.cpu() for i, t in trainees.items() for k, v in t.tensors(i).items()} if module or rank == 0 else {}
         parts = gather_to_main((store.state_dict(), {k: v.cpu() for k, v in store.state_tensors().items()}, mine))
         if rank == 0:
@@ -194,38 +194,29 @@ def train(dictionaries: list[Dictionary], store: BlockStream, cfg: TrainConfig, 
             tensors.update({f"rank{r}.{k}": v for r, (_, ts, _) in enumerate(parts) for k, v in ts.items()})
             save_checkpoint(out_dir, state, tensors)
 
-    bar = tqdm(total=n_steps, initial=step, desc="train", unit="step", dynamic_ncols=True, disable=rank > 0)
     stream = gather_batches(iter(store)) if module else iter(store)
-    with stop_on_signals() as stop:
-        while step < n_steps:
-            batch = next(stream)
-            lr = cfg.lr_at(step, n_steps)
-            scaled = {k: batch[k] * scales[k] for k in set(inputs) | set(targets)}  # once per key, not per dictionary
-            logs = {}
-            for i, t in trainees.items():
-                if i in logs:
-                    continue  # stepped with the rest of its stack
-                x, y = scaled[inputs[i]], scaled[targets[i]]
-                if isinstance(t, StackedTrainee):
-                    logs.update(t.step(x, y, lr, cfg))
-                else:
-                    logs[i] = t.step(x, y, {k: batch[k] for k in t.dictionary.needs}, lr, cfg)
-            step += 1
-            bar.update(1)
-            first = next(iter(logs.values()))
-            bar.set_postfix(mse=f"{first['mse']:.3g}", l0=f"{first['l0']:.1f}")
-            if log is not None:
-                if module:
-                    logs = {i: v for part in gather_objects(logs) for i, v in part.items()}
-                log(step, [logs[i] for i in range(n)])
-            if any_rank(stop.requested):
-                checkpoint()
-                bar.close()
-                raise TrainingInterrupted(f"Stopped at step {step}/{n_steps}; checkpoint in {out_dir}. Resume with --resume.")
-            if step % cfg.checkpoint_every == 0 and step < n_steps:
-                checkpoint()
-    bar.close()
-    checkpoint()
+
+    def take_step(step: int) -> dict[str, float]:
+        batch = next(stream)
+        lr = cfg.lr_at(step, n_steps)
+        scaled = {k: batch[k] * scales[k] for k in set(inputs) | set(targets)}  # once per key, not per dictionary
+        logs = {}
+        for i, t in trainees.items():
+            if i in logs:
+                continue  # stepped with the rest of its stack
+            x, y = scaled[inputs[i]], scaled[targets[i]]
+            if isinstance(t, StackedTrainee):
+                logs.update(t.step(x, y, lr, cfg))
+            else:
+                logs[i] = t.step(x, y, {k: batch[k] for k in t.dictionary.needs}, lr, cfg)
+        first = next(iter(logs.values()))
+        if log is not None:
+            if module:
+                logs = {i: v for part in gather_objects(logs) for i, v in part.items()}
+            log(step + 1, [logs[i] for i in range(n)])
+        return first
+
+    run_steps(step, n_steps, take_step, checkpoint, cfg.checkpoint_every, out_dir)
     if module:  # every rank returns every dictionary, as in data-parallel training
         for i, d in enumerate(dictionaries):
             broadcast_module(d, src=i % world_size)
@@ -245,11 +236,6 @@ def _complete(dictionaries: list[Dictionary], store: BlockStream, tokens: int, b
         dead = d.cfg.dead_tokens if d.cfg.dead_tokens is not None else d.dead_window(cfg.tokens, batch_size)
         d.cfg = d.cfg.replace(dead_tokens=dead, model=d.cfg.model or described.get("model", ""),
                               training={**d.cfg.training, **record})
-
-
-def _resumable(train: dict) -> dict:
-    """The TrainConfig fields a resumed run must share with the checkpoint (not those that leave the weights alone)."""
-    return {k: v for k, v in train.items() if k not in ("checkpoint_every", "keep_checkpoint")}
 
 
 def _per_dictionary(keys: str | list[str], n: int, name: str) -> list[str]:
@@ -273,11 +259,7 @@ def _check_widths(dictionaries, store, inputs, targets):
 
 def _restore(out_dir, header, trainees, store) -> int:
     state, tensors = load_checkpoint(out_dir)
-    state["train"] = _resumable({**to_dict(TrainConfig()), **state["train"]})  # fields added since: their defaults
-    for key in ("train", "dictionaries", "batch_size", "world_size"):
-        if state[key] != header[key]:
-            raise ValueError(f"The checkpoint in {out_dir} was written with a different {key}:\n  saved {state[key]}\n"
-                             f"  now   {header[key]}\nResume with the same settings, or use a new output folder.")
+    check_resumable(state, header, out_dir, to_dict(TrainConfig()))
     for i, t in trainees.items():
         t.load(i, tensors)
     rank = world()[0]

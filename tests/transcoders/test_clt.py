@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -130,6 +131,9 @@ def test_training_learns_and_resume_equals_uninterrupted(tiny, tmp_path, monkeyp
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="different dictionaries"):
         train_clt(tiny_clt(tiny, k=8), store(tiny), cfg, tmp_path / "cut", resume=True)
+    # the checkpoint interval leaves the weights alone, so a changed one resumes (here: a finished run, no steps left)
+    again = train_clt(tiny_clt(tiny), store(tiny), dataclasses.replace(cfg, checkpoint_every=7), tmp_path / "cut", resume=True)
+    assert all(torch.equal(a, b) for a, b in zip(resumed.parameters(), again.parameters()))
 
 
 def test_export_acts_on_raw_activations():
