@@ -109,3 +109,67 @@ def test_interventions_must_use_the_replacements_transcoders(rep):
         rep.intervene([Intervention.ablate(other, 1)])
     with pytest.raises(ValueError, match="attention must be one of"):
         rep.intervene([], "partly")
+
+
+MODES = list(itertools.product(["frozen", "recomputed"], ["free", "held"]))
+
+
+def clt_views(model, cross_scale: float):
+    """A real cross-layer transcoder (transcoders.clt) built from `transcoders(model)`, its cross-layer decoders
+    random * cross_scale, as the per-layer views interp.circuits works with."""
+    from transcoders.clt import CrossLayerTranscoder
+
+    clt = CrossLayerTranscoder.from_transcoders(transcoders(model))
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for W in clt.W_dec[:-1]:
+            W[:, 1:] = torch.randn(W[:, 1:].shape, generator=g) * cross_scale
+    return clt.layer_transcoders()
+
+
+def some_interventions(rep):
+    """Ablations of four active features spread over layers and positions, and one clamp."""
+    active = rep.active_features()
+    picks = active[torch.linspace(0, len(active) - 1, 4).long()].tolist()
+    ivs = [Intervention.ablate(rep.transcoders[layer], latent, where=pos) for layer, pos, latent in picks]
+    return ivs + [Intervention.clamp(rep.transcoders[1], 0, 2.0, where=4)]
+
+
+@pytest.mark.parametrize("attention, downstream", MODES)
+def test_a_clt_with_zero_cross_decoders_intervenes_like_its_per_layer_transcoders(tiny, attention, downstream):
+    plain, clt = LocalReplacement(tiny, transcoders(tiny), PROMPT), LocalReplacement(tiny, clt_views(tiny, 0.0), PROMPT)
+    assert torch.equal(plain.active_features(), clt.active_features())
+    want = plain.intervene(some_interventions(plain), attention, downstream)
+    torch.testing.assert_close(clt.intervene(some_interventions(clt), attention, downstream), want, rtol=0, atol=1e-5)
+    assert (want[0] - plain.logits).abs().max() > 1e-3  # the interventions did something
+
+
+def mlp_outputs(rep, interventions, attention, downstream) -> dict[str, torch.Tensor]:
+    """Each layer's MLP output [n_pos, d_model] (resid_post - resid_mid) and MLP input in a replacement run."""
+    names = [f"blocks.{m}.{h}" for m in range(rep.n_layers) for h in ("hook_resid_mid", "hook_resid_post", "ln2.hook_normalized")]
+    acts = {}
+    with rep.model.hooks(fwd_hooks=[(n, lambda act, hook: acts.__setitem__(hook.name, act[0].clone())) for n in names]):
+        rep.intervene(interventions, attention, downstream)
+    return {**{f"in{m}": acts[f"blocks.{m}.ln2.hook_normalized"] for m in range(rep.n_layers)},
+            **{f"out{m}": acts[f"blocks.{m}.hook_resid_post"] - acts[f"blocks.{m}.hook_resid_mid"] for m in range(rep.n_layers)}}
+
+
+@pytest.mark.parametrize("attention, downstream", MODES)
+def test_ablating_a_clt_feature_changes_each_later_mlp_output_by_its_decoder_row(tiny, attention, downstream):
+    """Known answer: ablating layer 0's feature at `pos` changes MLP 0 by -code * its own decoder row and MLP 1 by
+    -code * its cross-layer row to layer 1, plus (downstream free) what layer 1's own features do as they
+    respond to their changed input."""
+    tcs = clt_views(tiny, 0.3)
+    rep, pos = LocalReplacement(tiny, tcs, PROMPT), 3
+    latent = int(rep.codes[0][pos].nonzero()[0, 0])
+    code = rep.codes[0][pos, latent]
+    clean = mlp_outputs(rep, [], attention, downstream)
+    ablated = mlp_outputs(rep, [Intervention.ablate(tcs[0], latent, where=pos)], attention, downstream)
+    own, cross = torch.zeros(len(PROMPT), 32), torch.zeros(len(PROMPT), 32)
+    own[pos], cross[pos] = -code * tcs[0].W_dec[latent], -code * tcs[0].W_dec_cross[latent, 0]
+    if downstream == "free":
+        mask = rep.feature_positions[:, None]
+        cross += ((tcs[1].encode(ablated["in1"]) - tcs[1].encode(clean["in1"])) * mask) @ tcs[1].W_dec
+    torch.testing.assert_close(ablated["out0"] - clean["out0"], own, rtol=0, atol=1e-5)
+    torch.testing.assert_close(ablated["out1"] - clean["out1"], cross, rtol=0, atol=1e-5)
+    assert tcs[0].W_dec_cross[latent, 0].norm() * code.abs() > 0.1  # the cross-layer write is far above the tolerance
