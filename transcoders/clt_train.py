@@ -84,6 +84,8 @@ def train_clt(clt: CrossLayerTranscoder, store, cfg: TrainConfig, out_dir: str |
     scales = broadcast_object(store.norm_scales())
     optimizer = torch.optim.Adam(clt.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
     n_steps = cfg.steps(store.batch_size * world_size)
+    if hasattr(store, "limit_rows"):  # the last block is harvested only as far as the run needs
+        store.limit_rows(n_steps * store.batch_size)
     header = {"train": to_dict(cfg), "dictionaries": [to_dict(clt.cfg)], "batch_size": store.batch_size, "world_size": world_size}
     if resume:
         step = check_step(_restore(out_dir, header, clt, optimizer, store), n_steps, out_dir)

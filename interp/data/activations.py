@@ -56,23 +56,44 @@ class BlockStream:
 
     def _start_stream(self) -> None:
         self.block, self.served, self.carry = 0, 0, None
-        self._memo: tuple[int, dict[str, torch.Tensor]] | None = None  # the last block, kept for reuse
+        self.row_budget: int | None = None  # rows the consumer will take in all (`limit_rows`); None: unbounded
+        self.rows_before = 0  # rows served from the blocks before the current one
+        self._memo: tuple[int, int | None, dict[str, torch.Tensor]] | None = None  # the last block read: (block, limit, rows)
 
-    def _read_block(self, block: int) -> dict[str, torch.Tensor]:
+    def _read_block(self, block: int, limit: int | None = None) -> dict[str, torch.Tensor]:
+        """The block's rows in harvest order; a subclass may stop after the first `limit` of them."""
         raise NotImplementedError
 
     def _seed_id(self, block: int) -> int:
         raise NotImplementedError
 
-    def block_rows(self, block: int) -> dict[str, torch.Tensor]:
-        """All rows of this rank's `block`-th block, before shuffling."""
-        if self._memo is None or self._memo[0] != block:
-            self._memo = (block, self._read_block(block))
-        return self._memo[1]
+    def limit_rows(self, rows: int) -> None:
+        """Tell the stream that its consumer takes `rows` rows in all (e.g. steps x batch size), so the
+        block that ends the run is read only as far as needed. The rows served are the same prefix of
+        that block whether it was read whole or not, so the stream stays a pure function of
+        (source, seed, budget) and resumes exactly. Call it before iterating."""
+        positive(rows=rows)
+        self.row_budget = rows
+
+    def block_rows(self, block: int, limit: int | None = None) -> dict[str, torch.Tensor]:
+        """This rank's `block`-th block before shuffling: all its rows, or its first `limit` rows."""
+        memo = self._memo
+        if memo is None or memo[0] != block or (memo[1] is not None and (limit is None or limit > memo[1])):
+            self._memo = memo = (block, limit, self._read_block(block, limit))
+        rows = memo[2]
+        return rows if limit is None else {k: v[:limit] for k, v in rows.items()}
+
+    def _block_limit(self) -> int | None:
+        """Rows of the current block the budget still needs beyond the carried ones (None: read it all)."""
+        if self.row_budget is None:
+            return None
+        carried = 0 if self.carry is None else len(next(iter(self.carry.values())))
+        need = self.row_budget - self.rows_before - carried
+        return need if need > 0 else None  # a consumer reading past its budget gets whole blocks again
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         while True:
-            pool = self.block_rows(self.block)
+            pool = self.block_rows(self.block, self._block_limit())
             if self.carry is not None:
                 pool = {k: torch.cat([self.carry[k], v]) for k, v in pool.items()}
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + self._seed_id(self.block))
@@ -85,16 +106,19 @@ class BlockStream:
             rest = order[n_batches * self.batch_size:]
             self.carry = {k: v[rest] for k, v in pool.items()}
             self.block, self.served = self.block + 1, 0
+            self.rows_before += n_batches * self.batch_size
 
     def state_dict(self) -> dict:
         """Where the stream stands; tensors under "carry." are the rows carried into the current block."""
-        return {"block": self.block, "served": self.served}
+        return {"block": self.block, "served": self.served, "rows_before": self.rows_before, "row_budget": self.row_budget}
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return {} if self.carry is None else {f"carry.{k}": v for k, v in self.carry.items()}
 
     def load_state(self, state: dict, tensors: dict[str, torch.Tensor]) -> None:
         self.block, self.served = int(state["block"]), int(state["served"])
+        self.rows_before = int(state.get("rows_before", 0))
+        self.row_budget = state.get("row_budget")  # None in checkpoints written before budgets: they read whole blocks
         carry = {k[len("carry."):]: v for k, v in tensors.items() if k.startswith("carry.")}
         self.carry = carry or None
 
@@ -139,11 +163,15 @@ class ActivationStore(BlockStream):
                 "text_column": self.text_column, "source_id": source_identity(self.source)}
 
     # --- harvesting --------------------------------------------------------
-    def harvest(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Activations (and gradients) for the non-BOS positions of `tokens` [n, n_ctx] -> {key: [rows, d]}."""
+    def harvest(self, tokens: torch.Tensor, limit: int | None = None) -> dict[str, torch.Tensor]:
+        """Activations (and gradients) for the non-BOS positions of `tokens` [n, n_ctx] -> {key: [rows, d]},
+        or their first `limit` rows (the forward stops at the chunk that completes them)."""
         sources = {**self.hooks, **{k: f"grad:{h}" for k, h in self.gradients.items()}}
         out: dict[str, list[torch.Tensor]] = {k: [] for k in sources}
+        rows = 0
         for chunk in tokens.split(self.forward_batch):
+            if limit is not None and rows >= limit:
+                break
             chunk = chunk.to(self.device)
             cache = self._forward(chunk)
             mask = token_mask(self.model, chunk)
@@ -153,7 +181,8 @@ class ActivationStore(BlockStream):
                 if not torch.isfinite(act).all():
                     raise ValueError(f"Non-finite activations at {name}; check the model's dtype (try --dtype float32).")
                 out[key].append(act.float())
-        return {k: torch.cat(v) for k, v in out.items()}
+            rows += int(mask.sum())
+        return {k: torch.cat(v)[:limit] for k, v in out.items()}
 
     def _forward(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.gradients:
@@ -189,11 +218,12 @@ class ActivationStore(BlockStream):
             epoch += 1
             tqdm.write(f"[interp] {self.source} ({self.split}) exhausted; starting pass {epoch + 1} over it.")
 
-    def _read_block(self, block: int) -> dict[str, torch.Tensor]:
-        """All activations of one block, read from the cache when present (and written there when not)."""
+    def _read_block(self, block: int, limit: int | None = None) -> dict[str, torch.Tensor]:
+        """The activations of one block, read from the cache when present (and written there when not: then
+        always whole, for later runs); without a cache only its first `limit` rows are harvested."""
         if self.cache is not None and self._seed_id(block) in self.cache:
             return self.cache.read(self._seed_id(block))
-        rows = self.harvest(self._block_tokens(block))
+        rows = self.harvest(self._block_tokens(block), None if self.cache is not None else limit)
         if self.cache is not None:
             self.cache.write(self._seed_id(block), rows)
         return rows
@@ -239,7 +269,7 @@ class CacheStore(BlockStream):
         mine = order[self.rank::self.world_size][pool * self.mix:(pool + 1) * self.mix]
         return [self.shards[i] for i in mine.tolist()]
 
-    def _read_block(self, block: int) -> dict[str, torch.Tensor]:
+    def _read_block(self, block: int, limit: int | None = None) -> dict[str, torch.Tensor]:
         if block and block % self.pools_per_pass == 0 and self.rank == 0:
             tqdm.write(f"[interp] read all of {self.cache.folder}; starting pass {block // self.pools_per_pass + 1} over it.")
         parts = [self.cache.read(b) for b in self.pool_shards(block)]

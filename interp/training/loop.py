@@ -169,6 +169,8 @@ def train(dictionaries: list[Dictionary], store: BlockStream, cfg: TrainConfig, 
         raise ValueError(f"Module-parallel training gives each rank its own dictionaries, but there are {n} for "
                          f"{world_size} ranks; train at least {world_size} dictionaries, use fewer ranks, or parallel='data'.")
     n_steps, step_tokens = cfg.steps(store.batch_size * world_size), store.batch_size * world_size
+    if hasattr(store, "limit_rows"):  # this rank's rows: the last block is harvested only as far as needed
+        store.limit_rows(n_steps * store.batch_size)
     _complete(dictionaries, store, n_steps * step_tokens, step_tokens, cfg)
     mine = {i: dictionaries[i] for i in (range(rank, n, world_size) if module else range(n))}
     stacks = stack_trainees(mine, inputs, targets, cfg, data_parallel=not module)

@@ -151,3 +151,38 @@ def test_ranks_writing_one_cache_keep_each_others_shards(tmp_path):
     a.write(0, {"x": torch.zeros(2, 2)})
     b.write(1, {"x": torch.ones(2, 2)})
     assert ShardCache.open(tmp_path).blocks() == [0, 1]
+
+
+def test_row_budget_reads_the_last_block_only_as_far_as_needed(tiny):
+    # 8 contexts x 31 rows = 248 rows a block, 64-row batches: 5 batches = 320 rows = all of block 0 and 72 of block 1
+    full = store(tiny)
+    limited = store(tiny)
+    limited.limit_rows(5 * 64)
+    forwards = []
+    run = limited._forward
+    limited._forward = lambda tokens: forwards.append(len(tokens)) or run(tokens)
+    got = [b["x"] for _, b in zip(range(5), limited)]
+    assert len(limited._memo[2]["x"]) == 72  # block 0's 248 rows give 3 batches and carry 56: 72 more make 2 batches
+    assert forwards == [4, 4, 4]  # block 0 whole (2 chunks of 4 contexts), block 1 one chunk (3 contexts hold 72 rows)
+    assert torch.equal(limited.block_rows(1, 72)["x"], full.block_rows(1)["x"][:72])  # a prefix of the whole block
+    served = rows(torch.cat(got))
+    assert served == rows(torch.cat([full.block_rows(0)["x"], full.block_rows(1)["x"][:72]]))  # every budgeted row once
+
+
+def test_row_budget_resumes_exactly_inside_the_last_block(tiny):
+    a = store(tiny)
+    a.limit_rows(6 * 64)
+    it = iter(a)
+    for _ in range(4):  # three batches from block 0, the fourth from block 1
+        next(it)
+    state, tensors = a.state_dict(), a.state_tensors()
+    expected = [next(it)["x"] for _ in range(2)]
+    b = store(tiny)
+    b.limit_rows(6 * 64)
+    b.load_state(state, tensors)
+    got = [batch["x"] for _, batch in zip(range(2), b)]
+    assert all(torch.equal(x, y) for x, y in zip(expected, got))  # the same computation: bit-equal
+    old = dict(state, row_budget=None)  # a checkpoint from before budgets resumes on whole blocks
+    c = store(tiny)
+    c.load_state(old, tensors)
+    assert c.row_budget is None

@@ -118,11 +118,11 @@ def test_bad_activations_mid_run_leave_the_checkpoint_intact(tiny, tmp_path):
     store = make_store(model)
     original = store.block_rows
 
-    def poisoned(block):
+    def poisoned(block, limit=None):
         if block >= 1:
             with torch.no_grad():
                 model.blocks[0].mlp.W_out[0, 0] = torch.nan
-        return original(block)
+        return original(block, limit)
 
     store.block_rows = poisoned
     with pytest.raises(ValueError, match="Non-finite activations"):
