@@ -194,8 +194,9 @@ class CrossLayerTranscoder(nn.Module):
         out = {}
         for l in range(self.n_layers):
             extra = {"k": self.cfg.k} if self.cfg.arch == "topk" else {"l0_coeff": self.cfg.l0_coeff, "bandwidth": self.cfg.bandwidth}
-            tc = architecture(self.cfg.arch)(transcoder_config(self.cfg.d_model, l, self.cfg.arch, d_dict=self.cfg.d_dict,
-                                                               model=self.cfg.model, dtype=self.cfg.dtype, **extra))
+            cfg = transcoder_config(self.cfg.d_model, l, self.cfg.arch, d_dict=self.cfg.d_dict, model=self.cfg.model,
+                                    dtype=self.cfg.dtype, **extra)
+            tc = architecture(self.cfg.arch)(cfg.replace(**dict(zip(("hook_in", "hook_out"), self.cfg.hooks(l)))))
             with torch.no_grad():
                 tc.W_enc.copy_(self.W_enc[l])
                 tc.b_enc.copy_(self.b_enc[l])
@@ -234,9 +235,15 @@ class CrossLayerTranscoder(nn.Module):
 
 
 def load_clt(folder: str | Path, device: str = "cpu") -> CrossLayerTranscoder:
-    """Load a CLT written by `CrossLayerTranscoder.save` (clt.json + circuit-tracer's per-layer files)."""
+    """Load a CLT written by `CrossLayerTranscoder.save` (clt.json + circuit-tracer's per-layer files), or a
+    JumpReLU CLT saved by circuit-tracer itself (its files, and its config.yaml for hooks and model if present)."""
     folder = Path(folder)
-    cfg = from_dict(CLTConfig, load_json(folder / CFG_FILE), source=str(folder / CFG_FILE))
+    if (folder / CFG_FILE).is_file():
+        cfg = from_dict(CLTConfig, load_json(folder / CFG_FILE), source=str(folder / CFG_FILE))
+    else:
+        from interp.io.circuit_tracer import clt_fields
+
+        cfg = CLTConfig(**clt_fields(folder))
     clt = CrossLayerTranscoder(cfg)
     L, d, f = cfg.n_layers, cfg.d_model, cfg.d_dict
     with torch.no_grad():

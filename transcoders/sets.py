@@ -13,10 +13,19 @@ def load_transcoder_set(folder: str | Path, n_layers: int | None = None, device:
                         **options) -> dict[int, Dictionary]:
     """{layer: transcoder} from the `layer_<L>/` run folders `train_transcoder_set` writes, or from any set
     `interp.io.load_transcoder_set` reads (a circuit-tracer YAML, a sparsify or Llama Scope release, a hub
-    repo id), which this delegates to; kept for its positional (folder, n_layers, device) signature.
+    repo id), which this delegates to; kept for its positional (folder, n_layers, device) signature. A
+    cross-layer transcoder's folder (ours, or circuit-tracer's) gives its per-layer views (`layer_transcoders`).
     `options`: the rest of interp.io.load_transcoder_set's keywords (format, dtype, model, revision)."""
     from interp.io import load_transcoder_set as load
+    from interp.io.circuit_tracer import is_clt
 
+    if is_clt(Path(folder)):  # a cross-layer transcoder (ours or circuit-tracer's): its per-layer views
+        from transcoders.clt import load_clt
+
+        views = load_clt(folder, device).layer_transcoders()
+        if n_layers is not None and len(views) != n_layers:
+            raise ValueError(f"{folder}: a cross-layer transcoder over {len(views)} layers; a circuit needs {n_layers}.")
+        return views
     return load(folder, n_layers=n_layers, device=device, **options)
 
 

@@ -88,8 +88,10 @@ def load_transcoder_set(source: str | Path, subfolder: str | None = None, *, for
     formats = SETS if format == "auto" else (format,)
     path = hub.resolve(source, subfolder, [p for f in formats for p in _set_patterns(f)], revision)
     fmt = next((f for f in formats if _claims_set(f, path)), None)
+    if fmt is None and reader("circuit_tracer").is_clt(path):
+        raise reader("circuit_tracer").clt_error(path)
     if fmt is None:
-        raise ValueError(f"{path}: not a transcoder set; expected a circuit-tracer YAML, layer_<L>/ run folders "
+        raise ValueError(f"{path}: not a transcoder set; expected a circuit-tracer config.yaml / YAML, layer_<L>/ run folders "
                          "(cfg.json + sae.safetensors), sparsify hookpoint folders (layers.<L>.mlp/) or Llama Scope "
                          "folders (*/hyperparams.json + */checkpoints/final.safetensors).")
     loaded = _by_layer(reader(fmt).read_set(path, model=model), path)

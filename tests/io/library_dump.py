@@ -6,6 +6,15 @@
     python library_dump.py read DIR...   SAELens loads each folder (written by interp) and dumps its outputs beside it
     python library_dump.py graph JSON... circuit-tracer's pydantic graph Model parses each file and writes its own
                                          serialisation to JSON.circuit_tracer.json
+    python library_dump.py circuit_tracer OUT
+                                         circuit-tracer 0.5.0 builds, randomises and saves a 2-layer transcoder set
+                                         (OUT/set: config.yaml + layer_<L>.safetensors; ReLU with skip, JumpReLU) and a
+                                         3-layer JumpReLU CLT (OUT/clt), reloads them with its own loaders and dumps
+                                         OUT/set.layer<L>.out.safetensors, OUT/clt.out.safetensors on OUT/inputs.safetensors
+    python library_dump.py circuit_tracer_read DIR
+                                         circuit-tracer loads the set interp wrote in DIR; dumps DIR.layer<L>.out.safetensors
+    python library_dump.py circuit_tracer_read_clt DIR
+                                         circuit-tracer's load_clt reads the CLT interp wrote in DIR; dumps DIR.out.safetensors
     python library_dump.py llama_scope OUT RELEASE:SAE_ID...
                                          SAE.from_pretrained loads each Llama Scope release from the hub cache the
                                          caller laid out (HF_HUB_CACHE, HF_HUB_OFFLINE=1) with SAE-Lens's own converter
@@ -93,6 +102,55 @@ def read_saelens(folders):
         dump(folder.parent / f"{folder.name}.out.safetensors", *saelens_outputs(sae, x[:, : sae.cfg.d_in]))
 
 
+# --- circuit-tracer 0.5.0 -------------------------------------------------------------------------------------
+CT_HOOKS = "feature_input_hook: ln2.hook_normalized\nfeature_output_hook: hook_mlp_out\n"
+
+
+def make_circuit_tracer(out, x, x3):
+    import torch.nn.functional as F
+    from circuit_tracer.transcoder.activation_functions import JumpReLU
+    from circuit_tracer.transcoder.cross_layer_transcoder import CrossLayerTranscoder
+    from circuit_tracer.transcoder.single_layer_transcoder import SingleLayerTranscoder
+
+    cpu = torch.device("cpu")
+    (out / "set").mkdir(parents=True)
+    for layer, (act, skip) in enumerate(((F.relu, True), (JumpReLU(torch.zeros(D_SAE), 0.1), False))):
+        tc = SingleLayerTranscoder(D_IN, D_SAE, act, layer, skip_connection=skip, device=cpu, dtype=torch.float32)
+        randomise(tc, seed=200 + layer)
+        tc.to_safetensors(str(out / "set" / f"layer_{layer}.safetensors"))
+    (out / "set" / "config.yaml").write_text("model_kind: transcoder_set\nmodel_name: tiny\n" + CT_HOOKS)
+    read_circuit_tracer(out / "set", x)
+    clt = CrossLayerTranscoder(3, D_SAE, D_IN, activation_function="jump_relu", lazy_decoder=False, device=cpu,
+                               dtype=torch.float32)
+    randomise(clt, seed=300)
+    clt.to_safetensors(str(out / "clt"))
+    (out / "clt" / "config.yaml").write_text("model_kind: cross_layer_transcoder\nmodel_name: tiny\n" + CT_HOOKS)
+    read_circuit_tracer_clt(out / "clt", x3)
+
+
+def read_circuit_tracer_clt(folder, x3):
+    """circuit-tracer's own load_clt on `folder`; encode and forward of x3 [batch, n_layers, d_model]."""
+    from circuit_tracer.transcoder.cross_layer_transcoder import load_clt
+
+    clt = load_clt(str(folder), "ln2.hook_normalized", "hook_mlp_out", device=torch.device("cpu"), dtype=torch.float32,
+                   lazy_decoder=False)
+    with torch.no_grad():  # circuit-tracer's CLT takes and returns [n_layers, batch, ...]
+        dump(Path(f"{folder}.out.safetensors"), clt.encode(x3.transpose(0, 1)).transpose(0, 1), clt(x3.transpose(0, 1)).transpose(0, 1))
+
+
+def read_circuit_tracer(folder, x):
+    """circuit-tracer's own load_transcoder_set on the layer files of `folder`; each layer's encode and forward."""
+    from circuit_tracer.transcoder.single_layer_transcoder import load_transcoder_set
+
+    paths = {int(p.stem.split("_")[1]): str(p) for p in Path(folder).glob("layer_*.safetensors")}
+    tset = load_transcoder_set(paths, scan="test", feature_input_hook="ln2.hook_normalized",
+                               feature_output_hook="hook_mlp_out", device=torch.device("cpu"), dtype=torch.float32,
+                               lazy_encoder=False, lazy_decoder=False)
+    for layer, tc in enumerate(tset):
+        with torch.no_grad():
+            dump(Path(f"{folder}.layer{layer}.out.safetensors"), tc.encode(x), tc(x))
+
+
 # --- Llama Scope (SAE-Lens's converter) ---------------------------------------------------------------------
 def read_llama_scope(out, pairs):
     import math
@@ -135,6 +193,19 @@ def main():
     torch.manual_seed(0)
     if mode == "read":
         read_saelens(rest)
+        return
+    if mode == "circuit_tracer_read":
+        read_circuit_tracer(Path(rest[0]), load_file(Path(rest[0]).parent / "inputs.safetensors")["x"])
+        return
+    if mode == "circuit_tracer_read_clt":
+        read_circuit_tracer_clt(Path(rest[0]), load_file(Path(rest[0]).parent / "inputs.safetensors")["x3"])
+        return
+    if mode == "circuit_tracer":
+        out = Path(rest[0])
+        inputs = {"x": torch.randn(256, D_IN, generator=torch.Generator().manual_seed(8)) * 2,
+                  "x3": torch.randn(256, 3, D_IN, generator=torch.Generator().manual_seed(9)) * 2}
+        save_file(inputs, out / "inputs.safetensors")
+        make_circuit_tracer(out, inputs["x"], inputs["x3"])
         return
     if mode == "llama_scope":
         read_llama_scope(Path(rest[0]), rest[1:])

@@ -222,17 +222,18 @@ def test_circuit_tracer_set_round_trip(tmp_path):
                                     hook_in=f"blocks.{layer}.ln2.hook_normalized", hook_out=f"blocks.{layer}.hook_mlp_out",
                                     model="tiny", skip=layer == 1) for layer in (0, 1)}
     save_circuit_tracer_set(tcs, tmp_path / "set")
-    text = (tmp_path / "set" / "transcoders.yaml").read_text()
+    text = (tmp_path / "set" / "config.yaml").read_text()
     assert 'feature_input_hook: "ln2.hook_normalized"' in text and 'feature_output_hook: "hook_mlp_out"' in text
+    assert 'model_kind: "transcoder_set"' in text
     loaded = load_transcoder_set(tmp_path / "set", n_layers=2)
     for layer, tc in tcs.items():
         assert loaded[layer].cfg.hook_in == tc.cfg.hook_in and loaded[layer].cfg.skip == tc.cfg.skip
         assert torch.equal(loaded[layer](x()), tc(x()))
 
 
-def test_circuit_tracer_relu_file_layout(tmp_path):
-    # single_layer_transcoder.py load_relu_transcoder: W_enc [d_sae, d_model] and W_dec [d_model, d_sae] are
-    # transposed on load; forward = relu(x W_enc + b_enc) W_dec + b_dec + x @ W_skip.T
+def test_circuit_tracer_legacy_relu_file_layout(tmp_path):
+    # before 0.5 (commit d797c82), single_layer_transcoder.py load_relu_transcoder: W_enc [d_sae, d_model] and
+    # W_dec [d_model, d_sae] are transposed on load; forward = relu(x W_enc + b_enc) W_dec + b_dec + x @ W_skip.T
     t = {"W_enc": rand(F, D), "W_dec": rand(D, F, seed=1), "b_enc": rand(F, seed=2), "b_dec": rand(D, seed=3),
          "W_skip": rand(D, D, seed=4)}
     save_file(t, tmp_path / "layer_0.safetensors")

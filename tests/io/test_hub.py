@@ -64,13 +64,14 @@ def test_missing_subfolder_in_a_cached_repo(offline):
 
 
 def test_circuit_tracer_hf_uris_resolve_offline(offline, tmp_path):
-    """A config naming hf://owner/repo/file?revision=..., as circuit-tracer's configs/llama-relu.yaml does."""
+    """A config naming hf://owner/repo/file, as circuit-tracer's configs do; the repo itself as a 0.5.0 release."""
     snapshot = cached_repo(offline, "me/transcoders")
     tcs = {layer: random_dictionary("relu", seed=layer, subtract_b_dec=False, hook_in=f"blocks.{layer}.ln2.hook_normalized",
                                     hook_out=f"blocks.{layer}.hook_mlp_out") for layer in (0, 1)}
     save_circuit_tracer_set(tcs, snapshot)
-    config = tmp_path / "set.yaml"
-    config.write_text((snapshot / "transcoders.yaml").read_text().replace('"layer_', '"hf://me/transcoders/layer_'))
+    config = tmp_path / "set.yaml"  # circuit-tracer 0.5.0's config: `transcoders` lists one file per layer
+    config.write_text((snapshot / "config.yaml").read_text() + "transcoders:\n"
+                      + "".join(f"  - hf://me/transcoders/layer_{layer}.safetensors\n" for layer in (0, 1)))
     loaded = load_transcoder_set(config)
     x = torch.randn(4, 8, dtype=torch.float64)
     assert all(torch.equal(loaded[layer](x), tcs[layer](x)) for layer in (0, 1))

@@ -22,6 +22,7 @@ from helpers import clear_codes, random_dictionary
 from interp.io import load_dictionary, load_transcoder_set
 from interp.circuits import attribute
 from interp.circuits.neuronpedia import save_neuronpedia
+from interp.io.circuit_tracer import save_circuit_tracer_set
 from interp.io.saelens import load_saelens, save_saelens
 
 pytestmark = pytest.mark.slow
@@ -186,3 +187,61 @@ def test_llama_scope_folders_load_as_saelens_converts_them(py, tmp_path, monkeyp
         hook = f"blocks.{layer}.{'hook_resid_post' if kind == 'R' else 'hook_mlp_out'}"
         assert (d.arch, d.cfg.hook_in, d.cfg.hook_out, d.cfg.model) == ("jumprelu", hook, hook, "meta-llama/Llama-3.1-8B")
         compare(d, load_file(tmp_path / f"{release}.out.safetensors"), x)
+
+
+def test_circuit_tracer_sets_and_clts_load_as_circuit_tracer_runs_them(py, tmp_path):
+    """circuit-tracer 0.5.0 saves a transcoder set (ReLU + skip, JumpReLU) and a JumpReLU CLT with its own classes;
+    interp.io.load_transcoder_set and transcoders.load_clt read them and run as circuit-tracer's loaders do."""
+    from transcoders import load_clt
+
+    run(py, "circuit_tracer", tmp_path)
+    inputs = load_file(tmp_path / "inputs.safetensors")
+    tcs = load_transcoder_set(tmp_path / "set", n_layers=2)
+    assert [(tc.arch, tc.cfg.skip, tc.cfg.model) for tc in tcs.values()] == [("relu", True, "tiny"), ("jumprelu", False, "tiny")]
+    for layer, tc in tcs.items():
+        compare(tc, load_file(tmp_path / f"set.layer{layer}.out.safetensors"), inputs["x"])
+    clt, dump = load_clt(tmp_path / "clt"), load_file(tmp_path / "clt.out.safetensors")
+    assert (clt.cfg.n_layers, clt.cfg.arch, clt.cfg.hooks(2)) == (3, "jumprelu", ("blocks.2.ln2.hook_normalized", "blocks.2.hook_mlp_out"))
+    with torch.no_grad():
+        codes, out = clt.encode(inputs["x3"]), clt(inputs["x3"])
+    assert 0.05 < (dump["codes"] != 0).float().mean() < 0.95
+    assert torch.equal(codes != 0, dump["codes"] != 0)
+    assert (codes - dump["codes"]).abs().max() < TOL
+    # outputs sum up to 3 x 48 decoder rows (|out| up to ~40): equal to float32 rounding of that scale
+    assert (out - dump["out"]).abs().max() < TOL * dump["out"].abs().max()
+
+
+def test_circuit_tracer_runs_the_sets_we_write(py, tmp_path):
+    """save_circuit_tracer_set's files (ReLU + skip, JumpReLU), loaded by circuit-tracer 0.5.0's load_transcoder_set."""
+    tcs = {layer: random_dictionary(arch, d_in=16, d_dict=48, seed=layer, dtype="float32", subtract_b_dec=False,
+                                    skip=arch == "relu", hook_in=f"blocks.{layer}.ln2.hook_normalized",
+                                    hook_out=f"blocks.{layer}.hook_mlp_out") for layer, arch in enumerate(("relu", "jumprelu"))}
+    with torch.no_grad():
+        tcs[1].log_threshold.copy_(torch.rand(48, generator=torch.Generator().manual_seed(1)).mul(0.5).log())
+    save_circuit_tracer_set(tcs, tmp_path / "set")
+    x = torch.randn(256, 16, generator=torch.Generator().manual_seed(5)) * 2
+    save_file({"x": x}, tmp_path / "inputs.safetensors")
+    run(py, "circuit_tracer_read", tmp_path / "set")
+    for layer, tc in tcs.items():
+        compare(tc, load_file(tmp_path / f"set.layer{layer}.out.safetensors"), x)
+
+
+def test_circuit_tracer_runs_the_clts_we_write(py, tmp_path):
+    """CrossLayerTranscoder.save's files (JumpReLU), loaded by circuit-tracer 0.5.0's load_clt (it ignores clt.json)."""
+    from transcoders.clt import CLTConfig, CrossLayerTranscoder
+
+    clt = CrossLayerTranscoder(CLTConfig(n_layers=3, d_model=16, d_dict=48, arch="jumprelu"))
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for p in clt.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+        clt.log_threshold.copy_(torch.rand(3, 48, generator=g).mul(0.5).log())
+    clt.save(tmp_path / "clt")
+    x3 = torch.randn(256, 3, 16, generator=torch.Generator().manual_seed(5)) * 2
+    save_file({"x3": x3}, tmp_path / "inputs.safetensors")
+    run(py, "circuit_tracer_read_clt", tmp_path / "clt")
+    dump = load_file(tmp_path / "clt.out.safetensors")
+    with torch.no_grad():
+        codes, out = clt.encode(x3), clt(x3)
+    assert 0.05 < (dump["codes"] != 0).float().mean() < 0.95 and torch.equal(codes != 0, dump["codes"] != 0)
+    assert (codes - dump["codes"]).abs().max() < TOL and (out - dump["out"]).abs().max() < TOL * dump["out"].abs().max()

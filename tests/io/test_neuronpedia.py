@@ -86,7 +86,7 @@ def test_cli_circuit_on_a_circuit_tracer_set_writes_neuronpedia_json(tiny, tmp_p
     save_circuit_tracer_set(tcs, tmp_path / "set")
     p = argparse.ArgumentParser()
     circuit_command.add_arguments(p)
-    args = p.parse_args(["--prompt", "to be", "--transcoders", str(tmp_path / "set" / "transcoders.yaml"), "--out",
+    args = p.parse_args(["--prompt", "to be", "--transcoders", str(tmp_path / "set" / "config.yaml"), "--out",
                          str(tmp_path / "c.html"), "--contexts", "0", "--validate", "0", "--neuronpedia-json",
                          str(tmp_path / "np.json")])
     assert circuit_command.run(args) == 0
