@@ -59,9 +59,10 @@ def read_params(file: Path) -> dict[str, torch.Tensor]:
         except (ValueError, OSError, zipfile.BadZipFile, EOFError) as err:
             raise ValueError(f"{file} is not a readable .npz of arrays (truncated, foreign or pickled?): {err}") from None
     raw = {_canonical(k): v for k, v in raw.items()}
-    missing = [k for k in KEYS if k not in raw]
-    if missing:
-        raise ValueError(f"{file}: missing arrays {missing} (found {sorted(raw)}); a Gemma Scope file holds {list(KEYS)}.")
+    missing, extra = [k for k in KEYS if k not in raw], sorted(set(raw) - set(KEYS))
+    if missing or extra:  # e.g. Gemma Scope 2's affine_skip_connection: dropping it would misread the transcoder
+        raise ValueError(f"{file}: missing arrays {missing}, unexpected {extra}; interp reads Gemma Scope files holding "
+                         f"exactly {list(KEYS)}.")
     return {k: raw[k] for k in KEYS}
 
 

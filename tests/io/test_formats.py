@@ -102,6 +102,13 @@ def test_gemma_scope_missing_array_is_named(tmp_path):
         load_dictionary(tmp_path, format="gemma_scope")
 
 
+def test_gemma_scope_extra_array_is_refused_not_dropped(tmp_path):
+    p = {**gemma_params(), "affine_skip_connection": np.zeros((D, D), "float32")}  # a skip path read as none would misread
+    np.savez(tmp_path / "params.npz", **p)
+    with pytest.raises(ValueError, match=r"unexpected \['affine_skip_connection'\]"):
+        load_dictionary(tmp_path)
+
+
 # --- dictionary_learning ------------------------------------------------------------------------------------
 def dl_folder(tmp_path, state, dict_class, **trainer):
     """ae.pt + config.json as dictionary_learning's training loop writes them (dictionary_learning/training.py)."""
