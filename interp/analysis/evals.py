@@ -60,6 +60,7 @@ def evaluate_many(model, dictionaries: list[Dictionary], tokens: torch.Tensor,
     names = [(_alias(model, d.cfg.hook_in), _alias(model, d.cfg.hook_out)) for d in dictionaries]
     start = _first_block(model, [n for pair in names for n in pair])
     device = dictionaries[0].W_enc.device
+    zero = _ZeroAblation(model, start)
     for chunk in tqdm(tokens.split(batch_size), desc="eval", unit="batch", leave=False):
         chunk = chunk.to(device)
         mask = token_mask(model, chunk)
@@ -69,8 +70,7 @@ def evaluate_many(model, dictionaries: list[Dictionary], tokens: torch.Tensor,
         capture = [(n, lambda act, hook: acts.__setitem__(hook.name, act)) for n in dict.fromkeys(sum(names, ()))]
         clean = model.run_with_hooks(resid, fwd_hooks=capture, **kwargs)
         ce_clean = rows.ce(clean)
-        ce_zero = {out: rows.ce(model.run_with_hooks(resid, fwd_hooks=replace_hooks(out, torch.zeros_like, mask), **kwargs))
-                   for out in dict.fromkeys(out for _, out in names)}
+        ce_zero = {out: zero.ce(chunk, mask, resid, kwargs, out) for out in dict.fromkeys(out for _, out in names)}
         for d, s, (name_in, name_out) in zip(dictionaries, sums, names):
             x = acts[name_in].reshape(*mask.shape, -1)[mask].to(d.W_enc.dtype)
             _accumulate_reconstruction(s, d, x, acts[name_out].reshape(*mask.shape, -1)[mask].double())
@@ -156,6 +156,10 @@ class _Predictions:
             total += (torch.logsumexp(z, -1) - z.gather(-1, t)[:, 0]).sum(dtype=torch.float64)
         return total.item()
 
+    def ce_from_logp(self, logp: torch.Tensor) -> float:
+        """Summed cross-entropy when every context of the batch has the log-probs `logp` [pos, d_vocab]."""
+        return -logp[self.pos, self.targets].sum(dtype=torch.float64).item()
+
     def ce_kl(self, clean: torch.Tensor, spliced: torch.Tensor) -> tuple[float, float]:
         """Summed cross-entropy of `spliced` and summed KL(clean || spliced) over the predictions."""
         ce = torch.zeros((), dtype=torch.float64, device=clean.device)
@@ -165,6 +169,44 @@ class _Predictions:
             ce += (lse_s - zs.gather(-1, t)).sum(dtype=torch.float64)
             kl += ((zc - lse_c).exp() * ((zc - zs) - (lse_c - lse_s))).sum(dtype=torch.float64)
         return ce.item(), kl.item()
+
+
+class _ZeroAblation:
+    """Cross-entropy with the activation at a hook zeroed at every scored (non-BOS) position.
+
+    When that hook is the whole residual stream entering the suffix (`blocks.{start}.hook_resid_pre`),
+    a context whose only unscored position is its first (BOS) enters the suffix as the same tensor
+    as every other such context: zeros, after a first position that saw only the BOS token. Its
+    logits are then the same for all of them, so they are computed once (for one context) and
+    each such context only gathers its targets from them. Other contexts (a BOS mid-context, other
+    hooks) run the suffix as the reference does."""
+
+    def __init__(self, model, start: int | None):
+        self.model, self.start = model, start
+        self.shared: dict[str, torch.Tensor] = {}  # hook -> the shared log-probs [pos, d_vocab]
+
+    def ce(self, tokens: torch.Tensor, mask: torch.Tensor, resid: torch.Tensor, kwargs: dict, hook: str) -> float:
+        """Summed cross-entropy over the scored predictions of `tokens` [batch, pos], hook zeroed where `mask`."""
+        own = torch.ones(len(tokens), dtype=torch.bool, device=tokens.device)
+        total = 0.0
+        if self.start is not None and hook == f"blocks.{self.start}.hook_resid_pre":
+            own = (~mask[:, 1:]).any(1) | mask[:, 0]  # a BOS after the first position, or no BOS first
+            if not own.all():
+                logp = self._shared_logp(hook, (~own).nonzero()[0, 0].item(), mask, resid, kwargs)
+                total += _Predictions(self.model, tokens[~own]).ce_from_logp(logp)
+        if own.any():
+            sub_kwargs = {k: v[own] if torch.is_tensor(v) else v for k, v in kwargs.items()}
+            logits = self.model.run_with_hooks(resid[own], fwd_hooks=replace_hooks(hook, torch.zeros_like, mask[own]), **sub_kwargs)
+            total += _Predictions(self.model, tokens[own]).ce(logits)
+        return total
+
+    def _shared_logp(self, hook: str, i: int, mask, resid, kwargs) -> torch.Tensor:
+        """The zero-ablated log-probs of context `i` (one that starts with BOS and has no other), computed once."""
+        if hook not in self.shared:
+            one = {k: v[i:i + 1] if torch.is_tensor(v) else v for k, v in kwargs.items()}
+            logits = self.model.run_with_hooks(resid[i:i + 1], fwd_hooks=replace_hooks(hook, torch.zeros_like, mask[i:i + 1]), **one)
+            self.shared[hook] = logits[0].float().log_softmax(-1)
+        return self.shared[hook]
 
 
 def _accumulate_reconstruction(s: _Sums, dictionary: Dictionary, x: torch.Tensor, y: torch.Tensor) -> None:

@@ -116,3 +116,24 @@ def test_a_sweep_shares_passes_and_matches_each_member_alone(tiny, monkeypatch):
     for d, result in zip(sweep, results):
         assert_close(result, evaluate_reference(tiny, d, toks, batch_size=6))
     assert evaluate_many(tiny, [], toks) == []
+
+
+def test_zero_ablation_of_the_residual_is_shared_by_contexts_that_start_with_bos(tiny, monkeypatch):
+    """Contexts whose only BOS is their first token enter the suffix as the same zeroed residual, so their
+    zero-ablated logits are computed once for the whole evaluation; a context with a BOS mid-context or none
+    first runs its own pass. Either way the metrics equal the three-full-pass reference."""
+    from interp.model import bos_token_id
+
+    toks = tokens(tiny)
+    toks[1, 9] = bos_token_id(tiny)  # a document boundary inside context 1
+    toks[4, 0] = toks[4, 1]  # context 4 does not start with BOS
+    d = hooked_dictionary("topk", "blocks.0.hook_resid_post", "blocks.0.hook_resid_post", 32, 32)
+    batches = []
+    forward = tiny.forward
+    monkeypatch.setattr(tiny, "forward", lambda x, **kw: batches.append((kw.get("start_at_layer"), len(x))) or forward(x, **kw))
+    fast = evaluate(tiny, d, toks, batch_size=3)
+    monkeypatch.undo()
+    # per batch of 3: the prefix, the clean pass, the zero-ablated pass(es), the spliced pass
+    assert batches == [(0, 3), (1, 3), (1, 1), (1, 1), (1, 3),  # the shared context (once), then context 1 alone
+                       (0, 3), (1, 3), (1, 1), (1, 3)]  # context 4 alone; 3 and 5 reuse the shared log-probs
+    assert_close(fast, evaluate_reference(tiny, d, toks, batch_size=3))
