@@ -8,7 +8,10 @@ earliest hook, so `evaluate_many` runs that prefix once per batch and then only
 the remaining blocks for each variant (TransformerLens `start_at_layer`); the
 clean and zero-ablated losses do not depend on the dictionary, so N dictionaries
 cost one prefix plus N + 1 + (distinct hook_out) suffix passes instead of 3N
-full passes. `evaluate_reference` is the plain three-full-pass version the
+full passes. Zeroing the whole residual stream makes every context that starts
+with BOS (and has no other) the same input to the suffix, so that zero-ablated
+pass runs once per evaluation, for one context (`_ZeroAblation`): N + 1 suffix
+passes per batch. `evaluate_reference` is the plain three-full-pass version the
 fast path is tested against.
 """
 
