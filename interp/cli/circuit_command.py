@@ -38,7 +38,8 @@ def run(args) -> int:
     from interp.circuits import attribute, write_report
     from interp.data.tokens import take_contexts
     from interp.model import load_model
-    from interp.io import check_compatible, load_transcoder_set
+    from interp.io import check_compatible
+    from transcoders.sets import load_transcoder_set  # every set format, and cross-layer transcoders' per-layer views
 
     transcoders = load_transcoder_set(args.transcoders, device=args.device)
     spec = args.model or next(iter(transcoders.values())).cfg.model

@@ -68,6 +68,23 @@ def test_circuit_writes_a_report_and_a_graph_on_the_transcoders(runs, tmp_path):
     assert out.stat().st_size > 10_000
 
 
+def test_circuit_takes_a_cross_layer_transcoder_folder(runs, tmp_path):
+    """A CLT whose cross-layer decoders are zero is its per-layer transcoders: the same graph from either folder."""
+    from interp.io import load_transcoder_set
+    from transcoders.clt import CrossLayerTranscoder
+
+    CrossLayerTranscoder.from_transcoders(load_transcoder_set(runs / "tcs")).save(tmp_path / "clt")
+    graphs = []
+    for name, folder in (("per_layer", runs / "tcs"), ("clt", tmp_path / "clt")):
+        out = tmp_path / f"{name}.html"
+        assert main(["circuit", "--prompt", "to be or", "--target", " ", "--transcoders", str(folder), "--out", str(out),
+                     "--contexts", "2", "--n-ctx", "32", "--max-features", "32", "--validate", "0"]) == 0
+        graphs.append(json.loads(out.with_suffix(".json").read_text()))
+    per_layer, clt = graphs
+    assert [n["id"] for n in clt["nodes"]] == [n["id"] for n in per_layer["nodes"]] and clt["edges"]
+    assert clt["scores"] == pytest.approx(per_layer["scores"], abs=1e-5)
+
+
 def test_lib_saves_bases_and_a_report(tmp_path):
     nodes = "blocks.0.hook_resid_post,blocks.1.hook_resid_post,logits"
     assert main(["lib", "--model", TINY, "--nodes", nodes, "--contexts", "2", "--batch-size", "2", "--sources", "2",
