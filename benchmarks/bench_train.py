@@ -28,20 +28,29 @@ from interp.kernels.dense import dense_decode, dense_topk_encode  # noqa: E402
 
 
 def init_params(s: Shapes) -> dict[str, torch.Tensor]:
-    """W_enc [d_in, d_dict] = W_dec.T, unit-norm decoder rows, zero biases.
+    """The trained tensors: W_enc_rows [d_dict, d_in] = W_dec, unit-norm decoder rows, zero biases.
 
-    W_enc is stored latent-major (a [d_dict, d_in] tensor viewed transposed, as
-    nn.Linear stores its weight), which spares the encoder backward two copies.
+    The encoder is stored latent-major (as nn.Linear stores its weight) and used
+    as its transpose W_enc [d_in, d_dict] (`weights`): the encoder backward then
+    needs no transposing copy, and Adam steps a contiguous tensor (fused Adam
+    copies a transposed one in and out on every step).
     """
     g = torch.Generator().manual_seed(0)
     W_dec = torch.randn(s.d_dict, s.d_in, generator=g, device="cpu").to(torch.get_default_device())
     W_dec /= W_dec.norm(dim=1, keepdim=True)
-    params = dict(W_enc=W_dec.clone().t(), b_enc=torch.zeros(s.d_dict), W_dec=W_dec, b_dec=torch.zeros(s.d_in))
+    params = dict(W_enc_rows=W_dec.clone(), b_enc=torch.zeros(s.d_dict), W_dec=W_dec, b_dec=torch.zeros(s.d_in))
     return {name: p.requires_grad_() for name, p in params.items()}
 
 
+def weights(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tensors the forward functions take: W_enc [d_in, d_dict] (a view of W_enc_rows), b_enc, W_dec, b_dec."""
+    out = dict(params)
+    out["W_enc"] = out.pop("W_enc_rows").t()
+    return out
+
+
 def topk_sparse(p, x, k):
-    values, indices = topk_encode(x - p["b_dec"], p["W_enc"], p["b_enc"], k)
+    values, indices = topk_encode(x, p["W_enc"], p["b_enc"], k, centre=p["b_dec"])
     return sparse_decode(values, indices, p["W_dec"]) + p["b_dec"], 0.0
 
 
@@ -76,7 +85,7 @@ def train_step(forward, arg, s: Shapes = SHAPES, fused_adam: bool = True):
     def step():
         x = batches[state["i"] % len(batches)]
         state["i"] += 1
-        recon, penalty = forward(p, x, arg)
+        recon, penalty = forward(weights(p), x, arg)
         loss = (recon - x).pow(2).sum(-1).mean() + penalty
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -89,7 +98,7 @@ def train_step(forward, arg, s: Shapes = SHAPES, fused_adam: bool = True):
 
 def inference(forward, s: Shapes = SHAPES):
     """A closure encoding and decoding n_infer activations in batches, without autograd."""
-    p = {name: t.detach() for name, t in init_params(s).items()}
+    p = weights({name: t.detach() for name, t in init_params(s).items()})
     x = synthetic_activations(s.n_infer, s.d_in)
 
     def run():

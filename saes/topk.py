@@ -44,12 +44,14 @@ class TopKSAE(Dictionary):
         first = members[0]
         if first.needs:
             return super().stacked_forward(stack, members, x)
-        xc = x - stack.b_dec[:, None] if first.cfg.subtract_b_dec else x.expand(len(members), *x.shape)
+        centre = stack.b_dec if first.cfg.subtract_b_dec else None
         skip = x @ stack.W_skip if first.cfg.skip else 0.0
-        values, indices = topk_encode(xc, stack.W_enc, stack.b_enc, [m.cfg.k for m in members])
+        values, indices = topk_encode(x.expand(len(members), *x.shape), stack.W_enc, stack.b_enc, [m.cfg.k for m in members],
+                                      centre=centre)
         recon = sparse_decode(values, indices, stack.W_dec) + stack.b_dec[:, None] + skip
         return [TrainingStep(r, values=v, indices=i) for r, v, i in zip(recon.unbind(), values.unbind(), indices.unbind())]
 
     def training_forward(self, x, **extras):
-        values, indices = topk_encode(self.centred(x), self.W_enc, self.b_enc, self.cfg.k, self.selection_scale(x, **extras))
+        centre = self.b_dec if self.cfg.subtract_b_dec else None  # subtracted in the kernel: b_dec's gradient without grad_x
+        values, indices = topk_encode(x, self.W_enc, self.b_enc, self.cfg.k, self.selection_scale(x, **extras), centre=centre)
         return TrainingStep(sparse_decode(values, indices, self.W_dec) + self.b_dec + self.skip(x), values=values, indices=indices)

@@ -9,6 +9,7 @@ when they are available; see backend.py for the override.
 """
 
 import importlib
+import warnings
 
 import torch
 from torch import Tensor
@@ -20,11 +21,18 @@ from .segment import bag_sums, member_offsets, transpose_gather_sum
 def _row_dots(grad_out: Tensor, W_dec: Tensor, indices: Tensor) -> Tensor:
     """<grad_out[n], W_dec[indices[n, j]]> for every (n, j) -> [N, k], without gathering rows.
 
-    Uses aten's per-sample-weights backward of embedding_bag (9 ms on CPU for
-    the shapes above, against 90 ms for a gather + bmm).
+    On CPU in float32/float64: a sampled dense-dense product (SDDMM) of grad_out and W_dec.T on the
+    code's pattern, 20 ms of CPU against 29 ms for aten's per-sample-weights backward of embedding_bag
+    (the other dtypes' path) for N 4096, k 32, d_out 512, and 90 ms for a gather + bmm.
     """
     n, k = indices.shape
     flat = indices.reshape(-1)
+    if grad_out.device.type == "cpu" and grad_out.dtype == W_dec.dtype and W_dec.dtype in (torch.float32, torch.float64):
+        rows = torch.arange(0, n * k + 1, k, device=flat.device)
+        with warnings.catch_warnings():  # "sparse CSR support is in beta": only this one product is used
+            warnings.simplefilter("ignore", UserWarning)
+            pattern = torch.sparse_csr_tensor(rows, flat, grad_out.new_zeros(n * k), (n, W_dec.shape[0]))
+            return torch.sparse.sampled_addmm(pattern, grad_out.contiguous(), W_dec.t(), beta=0.0).values().view(n, k)
     offsets = torch.arange(0, n * k, k, device=flat.device)
     bag_of = torch.arange(n, device=flat.device).repeat_interleave(k)
     dots = torch.ops.aten._embedding_bag_per_sample_weights_backward(

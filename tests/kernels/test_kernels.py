@@ -20,6 +20,12 @@ from interp.kernels.dense import dense_decode, dense_topk_encode
 from interp.kernels.topk import topk_rows
 
 
+@pytest.fixture(autouse=True)
+def blocks_of_256_rows(monkeypatch):
+    """600-row inputs cross the CPU encoder's blocks (their height is otherwise measured, and these shapes fit one)."""
+    monkeypatch.setenv("INTERP_CPU_BLOCK_ROWS", "256")
+
+
 def make(n=24, d_in=12, d_dict=64, d_out=10, dtype=torch.float64, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, d_in, generator=g, dtype=dtype)
@@ -39,7 +45,7 @@ def sparse_forward(x, W_enc, b_enc, W_dec, k, backend="torch"):
 
 
 @pytest.mark.parametrize("k", [1, 5, 64])  # 64 == d_dict
-@pytest.mark.parametrize("n", [24, 600])  # 600 rows cross the CPU chunking
+@pytest.mark.parametrize("n", [24, 600])  # 600 rows cross the CPU blocks
 def test_matches_dense_reference(k, n):
     params = make(n=n)
     x, W_enc, b_enc, W_dec = params
@@ -53,6 +59,32 @@ def test_matches_dense_reference(k, n):
     want = grads(((ref_out - target) ** 2).sum() + codes.sum(), params)
     for name, a, b in zip(["x", "W_enc", "b_enc", "W_dec"], got, want):
         torch.testing.assert_close(a, b, msg=lambda m: f"grad {name}: {m}")
+
+
+@pytest.mark.parametrize("n", [24, 600])
+@pytest.mark.parametrize("stacked", [False, True])
+def test_centre_matches_subtracting_it_first(n, stacked):
+    """topk_encode(x, ..., centre=c) is topk_encode(x - c, ...): same codes, and the same gradients for x, W_enc,
+    b_enc and c (c's from -W_enc @ grad b_enc rather than from a pass over the rows)."""
+    members = [make(n=n, seed=s) for s in range(2 if stacked else 1)]
+    centres = [torch.randn(12, dtype=torch.float64, generator=torch.Generator().manual_seed(9 + s)) for s in range(len(members))]
+    pick = (lambda ts: torch.stack(ts)) if stacked else (lambda ts: ts[0])
+    x, W_enc, b_enc, W_dec = (pick([m[i].detach() for m in members]).requires_grad_() for i in range(4))
+    centre = pick(centres).requires_grad_()
+    target = torch.randn(*x.shape[:-1], W_dec.shape[-1], dtype=torch.float64)
+    params = [x, W_enc, b_enc, W_dec, centre]
+    results = []
+    for fused in (True, False):
+        if fused:
+            values, indices = topk_encode(x, W_enc, b_enc, 5, centre=centre)
+        else:
+            values, indices = topk_encode(x - (centre[:, None] if stacked else centre), W_enc, b_enc, 5)
+        out = sparse_decode(values, indices, W_dec, backend="torch")
+        results.append((values, indices, *grads(((out - target) ** 2).sum() + values.sum(), params)))
+    for name, a, b in zip(["values", "indices", "x", "W_enc", "b_enc", "W_dec", "centre"], *results):
+        torch.testing.assert_close(a, b, msg=lambda m: f"{name}: {m}")
+    with pytest.raises(ValueError, match="centre"):
+        topk_encode(x, W_enc, b_enc, 5, centre=centre[..., :3])
 
 
 def test_exactly_k_distinct_latents():
@@ -221,7 +253,6 @@ def test_stack_shape_errors():
 def test_bf16_autocast_close_to_fp32(n, monkeypatch):
     """Under CPU bf16 autocast the encoder GEMM runs in bf16 and gradients keep the parameters' dtype;
     on the latents it selects, outputs and gradients match the fp32 reference within bf16 rounding."""
-    monkeypatch.setattr("interp.kernels.encode.CPU_LOW_PRECISION_CHUNK", 256 * 256)  # 600 rows cross bf16 chunks
     params = make(n=n, d_dict=256, dtype=torch.float32)
     x, W_enc, b_enc, W_dec = params
     target = torch.randn(n, W_dec.shape[1])

@@ -1,0 +1,95 @@
+"""How many rows the CPU TopK encoder computes and selects at a time: measured on this CPU.
+
+The encoder computes pre-activations a block of rows at a time and selects each
+block's top-k while the block is still in cache. Small blocks keep the top-k
+in cache; big blocks let the GEMM run at full speed. Where the balance lies
+depends on the CPU and its BLAS, so it is measured, not guessed from a CPU name:
+
+- Intel Xeon (AMX, where the kernels were first tuned): 256 rows of 8,192 fp32
+  latents (8 MiB) were the best of 128/256/512, and bf16 GEMMs paid off only
+  in blocks of 1,024+ rows.
+- AMD EPYC (Zen 3, AVX2, 2 threads, 2026-12-02): MKL's fp32 GEMM
+  [rows, 512] x [512, 8192] ran at 0.77 of its whole-batch speed in 256-row
+  blocks, 0.86 in 512, 0.93 in 1,024, 0.96 in 2,048.
+
+So the first time a shape needs more than one block, every candidate (blocks
+of 8, 16, 32 and 64 MiB of pre-activations) runs the real selection on random
+data of that shape, in turns, and the fastest wins for the rest of the
+process (about a second at d_in 512, d_dict 8,192). The choice changes speed
+only: MKL computes a row's pre-activations to the same bits in any block of
+16 or more rows (not in blocks of a few rows, where it takes other paths), and
+the encoder cuts even blocks of at least 16 rows, so the codes are the same
+whatever was measured (tests/kernels/test_blocks.py checks it).
+
+INTERP_CPU_BLOCK_ROWS=N fixes the block instead (tests use it to cross blocks).
+The block's buffer is kept between calls, one per thread: blocks of 32 MiB and
+more would otherwise be fresh pages on every call (64 ms of page faults per
+128 MiB on that EPYC).
+"""
+
+import os
+import threading
+import time
+from collections.abc import Callable
+
+import torch
+
+ENV_VAR = "INTERP_CPU_BLOCK_ROWS"
+CANDIDATE_BYTES = (2**23, 2**24, 2**25, 2**26)  # 8, 16, 32, 64 MiB of pre-activations per block
+MIN_ROWS = 32  # even blocks of at least 16 rows (encode.py): the same bits in any of them
+ROUNDS = 2  # timed turns per candidate, after one untimed turn
+CLOCK = time.perf_counter
+
+_chosen: dict[tuple, int] = {}
+_local = threading.local()
+
+
+def candidate_rows(d_dict: int, dtype: torch.dtype) -> list[int]:
+    """Block heights (rows) whose pre-activations [rows, d_dict] take each of CANDIDATE_BYTES."""
+    row_bytes = d_dict * torch.empty((), dtype=dtype).element_size()
+    return sorted({max(MIN_ROWS, size // row_bytes) for size in CANDIDATE_BYTES})
+
+
+def fastest(runs: dict[int, Callable[[], object]], rounds: int = ROUNDS) -> int:
+    """The key of the fastest zero-argument call: one untimed turn each, then `rounds` timed turns in turns."""
+    best = dict.fromkeys(runs, float("inf"))
+    for r in range(rounds + 1):
+        for key, run in runs.items():
+            start = CLOCK()
+            run()
+            if r:
+                best[key] = min(best[key], CLOCK() - start)
+    return min(best, key=best.get)
+
+
+def block_rows(n: int, d_in: int, d_dict: int, k: int, dtype: torch.dtype,
+               select: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int, int], object]) -> int:
+    """Rows per CPU block for n rows of x [n, d_in] against d_dict latents (n itself when one block holds them).
+
+    `select(x, W_enc, b_enc, k, rows)` is the selection to time on random data of this shape.
+    """
+    fixed = os.environ.get(ENV_VAR)
+    if fixed:
+        if not fixed.isdigit() or int(fixed) < 1:
+            raise ValueError(f"${ENV_VAR}={fixed!r}: expected a positive number of rows (or unset it to measure)")
+        return int(fixed)
+    sizes = candidate_rows(d_dict, dtype)
+    if n <= sizes[0]:
+        return n
+    key = (d_in, d_dict, k, dtype, torch.get_num_threads())
+    if key not in _chosen:
+        rows = sizes[-1]
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(rows, d_in, generator=g).to(dtype)
+        W = torch.randn(d_dict, d_in, generator=g).to(dtype).t() / d_in**0.5  # latent-major, as trained
+        b = torch.zeros(d_dict, dtype=dtype)
+        _chosen[key] = fastest({size: (lambda size=size: select(x, W, b, k, size)) for size in sizes})
+    return _chosen[key]
+
+
+def block_buffer(rows: int, d_dict: int, dtype: torch.dtype) -> torch.Tensor:
+    """A [rows, d_dict] CPU buffer for one block of pre-activations, reused by this thread's later calls."""
+    buf = getattr(_local, "buffer", None)
+    if buf is None or buf.dtype != dtype or buf.numel() < rows * d_dict:
+        buf = _local.buffer = torch.empty(rows * d_dict, dtype=dtype)
+    return buf[: rows * d_dict].view(rows, d_dict)
