@@ -25,6 +25,7 @@ from common import SHAPES, Shapes, best_times, gemm_floor_call, synthetic_activa
 
 from interp.kernels import sparse_decode, topk_encode  # noqa: E402
 from interp.kernels.dense import dense_decode, dense_topk_encode  # noqa: E402
+from interp.training.losses import reconstruction_loss  # noqa: E402
 
 
 def init_params(s: Shapes) -> dict[str, torch.Tensor]:
@@ -86,7 +87,7 @@ def train_step(forward, arg, s: Shapes = SHAPES, fused_adam: bool = True):
         x = batches[state["i"] % len(batches)]
         state["i"] += 1
         recon, penalty = forward(weights(p), x, arg)
-        loss = (recon - x).pow(2).sum(-1).mean() + penalty
+        loss = reconstruction_loss(recon, x) + penalty
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -140,6 +141,15 @@ def calls_for(workloads: set[str], s: Shapes = SHAPES, with_bf16: bool = False) 
     return calls
 
 
+def blocks_line() -> str:
+    """The CPU encoder's block heights this process measured (interp/kernels/blocks.py), for the output."""
+    from interp.kernels.blocks import measured
+
+    rows = [f"d_in {d_in} x d_dict {d_dict}, k {k}, {str(dtype).removeprefix('torch.')}, {threads} threads: {n} rows"
+            for (d_in, d_dict, k, dtype, threads), n in measured().items()]
+    return "CPU encoder blocks (measured): " + ("; ".join(rows) or "none (one block, or not on CPU)")
+
+
 def tokens_per_s(calls: dict[str, tuple], rounds: int) -> dict[str, float]:
     """Run the calls in turns; tokens/s of each from its fastest round."""
     best = best_times({name: fn for name, (fn, _) in calls.items()}, rounds)
@@ -167,6 +177,7 @@ def main() -> None:
             print(f"{w} ours / dense reference: {r[f'{w} ours'] / r[f'{w} dense']:.2f}x")
         if f"{w} bf16" in r:
             print(f"{w} bf16 autocast / fp32: {r[f'{w} bf16'] / r[f'{w} ours']:.2f}x")
+    print(blocks_line())
     if args.profile:
         print("W1 top ops by self CPU time (ms per step):")
         for name, ms in profile_w1():

@@ -106,6 +106,7 @@ def main() -> None:
         sn, en = s["tokens_per_s"] / s["floor_tokens_per_s"], e["tokens_per_s"] / e["floor_tokens_per_s"]
         print(f"{label:24s} {ours[key]:8.0f} {a:7.2f} {s['tokens_per_s']:9.0f} {sn:7.2f} "
               f"{e['tokens_per_s']:9.0f} {en:7.2f} {a / sn:13.2f}x {a / en:13.2f}x")
+    print(bench_train.blocks_line())
     print(machine_line())
     if tmp is not None:
         tmp.cleanup()

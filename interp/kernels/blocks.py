@@ -87,6 +87,11 @@ def block_rows(n: int, d_in: int, d_dict: int, k: int, dtype: torch.dtype,
     return _chosen[key]
 
 
+def measured() -> dict[tuple, int]:
+    """The block heights measured so far in this process: {(d_in, d_dict, k, dtype, threads): rows}."""
+    return dict(_chosen)
+
+
 def block_buffer(rows: int, d_dict: int, dtype: torch.dtype) -> torch.Tensor:
     """A [rows, d_dict] CPU buffer for one block of pre-activations, reused by this thread's later calls."""
     buf = getattr(_local, "buffer", None)

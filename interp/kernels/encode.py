@@ -63,10 +63,10 @@ def _select_in_blocks(x: Tensor, W_enc: Tensor, b_enc: Tensor, k: int, rows: int
     The blocks are made even (no small last block): MKL computes a row's pre-activations to the same bits in
     any block of 16+ rows, but not in a block of a few rows, so this keeps the codes independent of `rows`."""
     n = x.shape[0]
-    rows = -(-n // -(-n // rows))  # ceil(n / number of blocks)
+    rows = max(1, -(-n // max(1, -(-n // rows))))  # ceil(n / number of blocks)
     pre = block_buffer(rows, W_enc.shape[1], x.dtype)
     if n <= rows:
-        return _select_block(torch.addmm(b_enc, x, W_enc, out=pre), k, score_scale)
+        return _select_block(torch.addmm(b_enc, x, W_enc, out=pre[:n]), k, score_scale)
     values = x.new_empty(n, k)
     indices = torch.empty(n, k, dtype=torch.long)
     for s in range(0, n, rows):
@@ -86,7 +86,7 @@ def _select_rows(x: Tensor, W_enc: Tensor, b_enc: Tensor, k: int, score_scale: T
 
 
 def _one_gemm_for_the_stack(x: Tensor) -> bool:
-    """Off CPU a stack with one k runs one batched GEMM and one top-k; on CPU members go in cache-sized chunks."""
+    """Off CPU a stack with one k runs one batched GEMM and one top-k; on CPU members go in cache-sized blocks."""
     return x.device.type != "cpu"
 
 
