@@ -13,8 +13,8 @@ depends on the CPU and its BLAS, so it is measured, not guessed from a CPU name:
   blocks, 0.86 in 512, 0.93 in 1,024, 0.96 in 2,048.
 
 So the first time a shape needs more than one block, every candidate (blocks
-of 8, 16, 32 and 64 MiB of pre-activations) runs the real selection on random
-data of that shape, in turns, and the fastest wins for the rest of the
+of 8, 16, 32 and 64 MiB of pre-activations) runs the real selection on that
+call's own first rows, in turns, and the fastest wins for the rest of the
 process (about a second at d_in 512, d_dict 8,192). The choice changes speed
 only: MKL computes a row's pre-activations to the same bits in any block of
 16 or more rows (not in blocks of a few rows, where it takes other paths), and
@@ -62,28 +62,27 @@ def fastest(runs: dict[int, Callable[[], object]], rounds: int = ROUNDS) -> int:
     return min(best, key=best.get)
 
 
-def block_rows(n: int, d_in: int, d_dict: int, k: int, dtype: torch.dtype,
+def block_rows(x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int,
                select: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int, int], object]) -> int:
-    """Rows per CPU block for n rows of x [n, d_in] against d_dict latents (n itself when one block holds them).
+    """Rows per CPU block for x [n, d_in] against W_enc [d_in, d_dict] (n itself when one block holds them).
 
-    `select(x, W_enc, b_enc, k, rows)` is the selection to time on random data of this shape.
+    `select(x, W_enc, b_enc, k, rows)` is the selection to time, on this call's own first rows and weights
+    (no allocation beyond one block), the first time this shape needs more than one block.
     """
     fixed = os.environ.get(ENV_VAR)
     if fixed:
         if not fixed.isdigit() or int(fixed) < 1:
             raise ValueError(f"${ENV_VAR}={fixed!r}: expected a positive number of rows (or unset it to measure)")
         return int(fixed)
-    sizes = candidate_rows(d_dict, dtype)
+    (n, d_in), d_dict = x.shape, W_enc.shape[1]
+    sizes = candidate_rows(d_dict, x.dtype)
     if n <= sizes[0]:
         return n
-    key = (d_in, d_dict, k, dtype, torch.get_num_threads())
+    key = (d_in, d_dict, k, x.dtype, torch.get_num_threads())
     if key not in _chosen:
-        rows = sizes[-1]
-        g = torch.Generator().manual_seed(0)
-        x = torch.randn(rows, d_in, generator=g).to(dtype)
-        W = torch.randn(d_dict, d_in, generator=g).to(dtype).t() / d_in**0.5  # latent-major, as trained
-        b = torch.zeros(d_dict, dtype=dtype)
-        _chosen[key] = fastest({size: (lambda size=size: select(x, W, b, k, size)) for size in sizes})
+        sample = x[: sizes[-1]]
+        sizes = [size for size in sizes if size < len(sample)] + [len(sample)]
+        _chosen[key] = fastest({size: (lambda size=size: select(sample, W_enc, b_enc, k, size)) for size in sizes})
     return _chosen[key]
 
 

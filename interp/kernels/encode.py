@@ -81,7 +81,7 @@ def _select_rows(x: Tensor, W_enc: Tensor, b_enc: Tensor, k: int, score_scale: T
     blocks of rows on CPU."""
     if x.device.type != "cpu":
         return _select_block(torch.addmm(b_enc, x, W_enc), k, score_scale)
-    rows = block_rows(x.shape[0], x.shape[1], W_enc.shape[1], k, x.dtype, _select_in_blocks)
+    rows = block_rows(x, W_enc, b_enc, k, _select_in_blocks)
     return _select_in_blocks(x, W_enc, b_enc, k, rows, score_scale)
 
 

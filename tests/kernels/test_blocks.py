@@ -41,18 +41,23 @@ def test_block_rows_times_every_candidate_once_per_shape(monkeypatch, clock):
 
     monkeypatch.setattr(blocks, "CANDIDATE_BYTES", (2**13, 2**14, 2**15))  # 32, 64, 128 rows of 64 float32 latents
     assert blocks.candidate_rows(64, torch.float32) == [32, 64, 128]
-    assert blocks.block_rows(1000, 8, 64, 4, torch.float32, select) == 64
+    W, b = torch.zeros(8, 64), torch.zeros(64)
+    assert blocks.block_rows(torch.zeros(1000, 8), W, b, 4, select) == 64
     assert sorted(set(timed)) == [32, 64, 128] and len(timed) == 3 * (blocks.ROUNDS + 1)
-    assert blocks.block_rows(5000, 8, 64, 4, torch.float32, select) == 64 and len(timed) == 3 * (blocks.ROUNDS + 1)
-    assert blocks.block_rows(10, 8, 64, 4, torch.float32, select) == 10  # one block: nothing to measure
+    assert blocks.block_rows(torch.zeros(5000, 8), W, b, 4, select) == 64 and len(timed) == 3 * (blocks.ROUNDS + 1)
+    assert blocks.block_rows(torch.zeros(10, 8), W, b, 4, select) == 10  # one block: nothing to measure
+    timed.clear()
+    assert blocks.block_rows(torch.zeros(100, 8), W, b, 5, select) == 64  # fewer rows than the largest block:
+    assert sorted(set(timed)) == [32, 64, 100]  # the candidates below 100 rows, and all 100 in one block
 
 
 def test_environment_fixes_the_block(monkeypatch):
+    x, W, b = torch.zeros(10**4, 2), torch.zeros(2, 8192), torch.zeros(8192)
     monkeypatch.setenv(blocks.ENV_VAR, "128")
-    assert blocks.block_rows(10**6, 512, 8192, 32, torch.float32, None) == 128
+    assert blocks.block_rows(x, W, b, 32, None) == 128
     monkeypatch.setenv(blocks.ENV_VAR, "many")
     with pytest.raises(ValueError, match="positive number of rows"):
-        blocks.block_rows(10**6, 512, 8192, 32, torch.float32, None)
+        blocks.block_rows(x, W, b, 32, None)
 
 
 @pytest.mark.parametrize("d_dict,k", [(1024, 32), (96, 5)])
