@@ -50,6 +50,7 @@ def main():
     sets, times = train_all(model, store, cfg, args, L, d)
     eval_tokens = take_contexts(model, "shakespeare", "validation", 128, args.eval_contexts)
     rows = {}
+    Path(args.out).mkdir(parents=True, exist_ok=True)
     for name, tcs in sets.items():
         start = time.perf_counter()
         metrics = evaluate_replacement(model, tcs, eval_tokens)
@@ -59,7 +60,6 @@ def main():
                       "active_features": graph.meta["active_features"], "train_seconds": times[name],
                       "eval_seconds": time.perf_counter() - start}
         print(name, json.dumps({k: v for k, v in rows[name].items() if k != "fvu_per_layer"}))
-    Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "results.json").write_text(json.dumps(rows, indent=1, default=str))
     write_table(rows, args, L)
 
