@@ -22,6 +22,7 @@ from interp.config import to_dict
 from interp.distributed import average_gradients, broadcast_module, broadcast_object, gather_to_main, world
 from interp.training.checkpoint import check_step, load_checkpoint, save_checkpoint
 from interp.training.loop import TrainConfig
+from interp.training.run_folder import transaction
 from interp.training.steps import check_resumable, run_steps
 from transcoders.clt import CLTConfig, CrossLayerTranscoder
 from transcoders.config import INPUT_KEY, TARGET_KEY, mlp_hooks, transcoder_config
@@ -72,12 +73,14 @@ def _normalise_decoders(clt: CrossLayerTranscoder) -> None:
         W /= W.flatten(1).norm(dim=-1).clamp_min(1e-12)[:, None, None]
 
 
+@transaction
 def train_clt(clt: CrossLayerTranscoder, store, cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
-              log: Callable[[int, dict], None] | None = None) -> CrossLayerTranscoder:
+              log: Callable[[int, dict], None] | None = None, overwrite: bool = False) -> CrossLayerTranscoder:
     """Train `clt` on `store` (keys from `clt_hooks`); return a copy folded to act on raw activations.
 
     The checkpoint lives in `out_dir`; `resume=True` continues from it to the same weights as an
-    uninterrupted run. `log(step, {"loss", "mse", "l0"})` is called every step."""
+    uninterrupted run. `log(step, {"loss", "mse", "l0"})` is called every step. `out_dir` is locked
+    while training, and a finished run in it is replaced only with `overwrite=True`, as `train` does."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     L, rank, world_size = clt.n_layers, *world()
@@ -165,8 +168,9 @@ def _restore(out_dir, header, clt, optimizer, store) -> int:
     return int(state["step"])
 
 
+@transaction
 def train_clt_folder(model, out_dir: str | Path, train_cfg: TrainConfig, source: str = "shakespeare", batch_size: int = 4096,
-                     block_contexts: int = 64, resume: bool = False, **fields) -> Path:
+                     block_contexts: int = 64, resume: bool = False, overwrite: bool = False, **fields) -> Path:
     """Harvest every layer's MLP input and output in one pass, train a CLT and save it to `out_dir`
     (circuit-tracer's layout + clt.json). `fields` go to CLTConfig (d_dict, k, arch, ...)."""
     from interp.data.activations import ActivationStore
@@ -178,7 +182,7 @@ def train_clt_folder(model, out_dir: str | Path, train_cfg: TrainConfig, source:
     training = {"source": source, "split": "train", "tokens": train_cfg.tokens, "batch_size": batch_size,
                 "lr": train_cfg.lr, "seed": train_cfg.seed}
     cfg = CLTConfig(n_layers=L, d_model=model.cfg.d_model, model=getattr(model, "spec", ""), training=training, **fields)
-    trained = train_clt(CrossLayerTranscoder(cfg).to(store.device), store, train_cfg, out_dir, resume=resume)
+    trained = train_clt(CrossLayerTranscoder(cfg).to(store.device), store, train_cfg, out_dir, resume=resume, overwrite=overwrite)
     if world()[0] == 0:
         trained.save(out_dir)
     return Path(out_dir)

@@ -31,7 +31,7 @@ except ImportError:  # Windows: no lock, the checks still apply
     fcntl = None
 
 LOCK_FILE = ".lock"
-CONFIG_FILES = ("cfg.json", "config.json")  # ours, SAELens and sparsify; dictionary_learning
+CONFIG_FILES = ("cfg.json", "config.json", "clt.json")  # ours, SAELens and sparsify; dictionary_learning; our CLTs
 WEIGHT_PATTERNS = ("*.safetensors", "ae.pt", "params.npz")  # ours, SAELens, sparsify; dictionary_learning; Gemma Scope
 
 _held: dict[Path, list] = {}  # folder -> [open lock file, nesting depth], this process's claims

@@ -152,3 +152,16 @@ def test_jumprelu_clt_trains(tiny, tmp_path):
     clt = tiny_clt(tiny, arch="jumprelu", l0_coeff=1e-3, bandwidth=0.05)
     train_clt(clt, store(tiny), cfg, tmp_path, log=lambda step, s: logs.append(s))
     assert logs[-1]["mse"] < 0.8 * logs[0]["mse"] and logs[-1]["l0"] > 0
+
+
+def test_a_finished_clt_folder_is_replaced_only_with_overwrite(tiny, tmp_path):
+    """Saved CLT folders (clt.json + weights) count as finished runs: training into one needs overwrite=True."""
+    from interp.errors import UserError
+
+    tiny_clt(tiny).save(tmp_path / "clt")
+    before = (tmp_path / "clt" / "clt.json").read_text()
+    cfg = TrainConfig(tokens=128 * 2, lr=3e-3, warmup_steps=1, checkpoint_every=1000)
+    with pytest.raises(UserError, match="overwrite"):
+        train_clt(tiny_clt(tiny), store(tiny), cfg, tmp_path / "clt")
+    assert (tmp_path / "clt" / "clt.json").read_text() == before and not (tmp_path / "clt" / "checkpoint.safetensors").exists()
+    train_clt(tiny_clt(tiny), store(tiny), cfg, tmp_path / "clt", overwrite=True)
