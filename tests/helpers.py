@@ -50,3 +50,34 @@ def assert_same_topk_codes(a: torch.Tensor, b: torch.Tensor, scores: torch.Tenso
     assert rows.float().mean() >= min_clear, f"only {int(rows.sum())}/{len(rows)} rows have a selection margin of {tol}"
     assert torch.equal(a[rows] != 0, b[rows] != 0), "different latents selected on rows with a clear margin"
     torch.testing.assert_close(a[rows], b[rows], rtol=0, atol=tol)
+
+
+class FixedStore:
+    """A stand-in activation store for data-parallel tests: step s serves rows s*batch .. (s+1)*batch of
+    every tensor in `tensors` ({key: [rows, d]}), this rank's 1/world of them; resumes at a step."""
+
+    def __init__(self, tensors: dict, batch: int, rank: int = 0, world: int = 1):
+        self.tensors, self.global_batch, self.rank, self.batch_size = tensors, batch, rank, batch // world
+        self.hooks = {k: "synthetic" for k in tensors}
+        self.step = 0
+
+    def block_rows(self, block):
+        return {k: v[:self.global_batch] for k, v in self.tensors.items()}
+
+    def norm_scales(self):
+        return {k: 1.0 for k in self.tensors}
+
+    def __iter__(self):
+        while True:
+            start = self.step * self.global_batch + self.rank * self.batch_size
+            self.step += 1
+            yield {k: v[start:start + self.batch_size] for k, v in self.tensors.items()}
+
+    def state_dict(self):
+        return {"block": self.step, "served": 0}
+
+    def state_tensors(self):
+        return {}
+
+    def load_state(self, state, tensors):
+        self.step = state["block"]

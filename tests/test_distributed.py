@@ -12,42 +12,13 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
+from helpers import FixedStore
 from interp.dictionary import DictionaryConfig, architecture
 from interp.training.loop import TrainConfig, train
 
 D, B, STEPS = 16, 64, 12
 
 
-class FixedStore:
-    """Serves rows step*B .. (step+1)*B of a fixed tensor, split evenly among ranks."""
-
-    hooks = {"x": "synthetic"}
-
-    def __init__(self, data, rank=0, world=1):
-        self.data, self.rank, self.world = data, rank, world
-        self.batch_size = B // world
-        self.step = 0
-
-    def block_rows(self, block):
-        return {"x": self.data[:B]}
-
-    def norm_scales(self):
-        return {"x": 1.0}
-
-    def __iter__(self):
-        while True:
-            rows = self.data[self.step * B + self.rank * self.batch_size:][: self.batch_size]
-            self.step += 1
-            yield {"x": rows}
-
-    def state_dict(self):
-        return {"block": self.step, "served": 0}
-
-    def state_tensors(self):
-        return {}
-
-    def load_state(self, state, tensors):
-        self.step = state["block"]
 
 
 def data():
@@ -68,7 +39,7 @@ def _rank(rank, world, folder, arch):
 
     dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=world)
     torch.set_num_threads(1)
-    (out,) = train([dictionary(arch)], FixedStore(data(), rank, world), TrainConfig(tokens=STEPS * B, lr=3e-3),
+    (out,) = train([dictionary(arch)], FixedStore({"x": data()}, B, rank, world), TrainConfig(tokens=STEPS * B, lr=3e-3),
                    f"{folder}/ddp")
     save_file(out.state_dict(), f"{folder}/rank{rank}.safetensors")
     dist.destroy_process_group()
@@ -77,7 +48,7 @@ def _rank(rank, world, folder, arch):
 @pytest.mark.parametrize("arch", ["topk", "relu"])
 def test_two_ranks_equal_one_rank_with_the_summed_batch(tmp_path, arch):
     mp.spawn(_rank, args=(2, str(tmp_path), arch), nprocs=2, join=True)
-    (single,) = train([dictionary(arch)], FixedStore(data()), TrainConfig(tokens=STEPS * B, lr=3e-3), tmp_path / "one")
+    (single,) = train([dictionary(arch)], FixedStore({"x": data()}, B), TrainConfig(tokens=STEPS * B, lr=3e-3), tmp_path / "one")
     ranks = [load_file(tmp_path / f"rank{r}.safetensors") for r in range(2)]
     for name, value in single.state_dict().items():
         assert torch.equal(ranks[0][name], ranks[1][name]), name  # ranks stay identical
@@ -107,8 +78,8 @@ def _module_rank(rank, world, folder, interrupt):
                 raise Interrupt
 
         with pytest.raises(Interrupt):
-            train(sweep(), FixedStore(data(), rank, world), cfg, f"{folder}/module", log=stop)
-    out = train(sweep(), FixedStore(data(), rank, world), cfg, f"{folder}/module", resume=interrupt)
+            train(sweep(), FixedStore({"x": data()}, B, rank, world), cfg, f"{folder}/module", log=stop)
+    out = train(sweep(), FixedStore({"x": data()}, B, rank, world), cfg, f"{folder}/module", resume=interrupt)
     save_file({f"{i}.{k}": v for i, d in enumerate(out) for k, v in d.state_dict().items()}, f"{folder}/rank{rank}.safetensors")
     dist.destroy_process_group()
 
@@ -116,7 +87,7 @@ def _module_rank(rank, world, folder, interrupt):
 @pytest.mark.parametrize("interrupt", [False, True], ids=["straight", "interrupted-and-resumed"])
 def test_module_parallel_two_ranks_equal_one_process_training_every_dictionary(tmp_path, interrupt):
     mp.spawn(_module_rank, args=(2, str(tmp_path), interrupt), nprocs=2, join=True)
-    single = train(sweep(), FixedStore(data()), TrainConfig(tokens=STEPS * B, lr=3e-3), tmp_path / "one")
+    single = train(sweep(), FixedStore({"x": data()}, B), TrainConfig(tokens=STEPS * B, lr=3e-3), tmp_path / "one")
     ranks = [load_file(tmp_path / f"rank{r}.safetensors") for r in range(2)]
     for i, d in enumerate(single):
         for name, value in d.state_dict().items():
@@ -130,7 +101,7 @@ def test_module_parallel_needs_a_dictionary_per_rank(tmp_path, monkeypatch):
 
     monkeypatch.setattr(t, "world", lambda: (0, 4))
     with pytest.raises(ValueError, match="at least 4 dictionaries"):
-        train(sweep(), FixedStore(data()), TrainConfig(tokens=B, parallel="module"), tmp_path)
+        train(sweep(), FixedStore({"x": data()}, B), TrainConfig(tokens=B, parallel="module"), tmp_path)
 
 
 TINY = "tiny:n_layers=2,d_model=32,n_heads=4,d_mlp=64,n_ctx=64"

@@ -6,6 +6,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
+from helpers import FixedStore
 from interp.training.checkpoint import load_checkpoint
 from interp.training.loop import TrainConfig
 from transcoders.clt import CLTConfig, CrossLayerTranscoder
@@ -25,33 +26,6 @@ def data() -> dict[str, torch.Tensor]:
     return {**{f"x{l}": x for l, x in enumerate(xs)}, **{f"target{m}": t for m, t in enumerate(targets)}}
 
 
-class FixedStore:
-    """Serves rows step*B .. (step+1)*B of every key, this rank's 1/world of them."""
-
-    def __init__(self, tensors, rank=0, world=1):
-        self.tensors, self.rank, self.batch_size = tensors, rank, B // world
-        self.step = 0
-
-    def block_rows(self, block):
-        return {k: v[:B] for k, v in self.tensors.items()}
-
-    def norm_scales(self):
-        return {k: 1.0 for k in self.tensors}
-
-    def __iter__(self):
-        while True:
-            start = self.step * B + self.rank * self.batch_size
-            self.step += 1
-            yield {k: v[start:start + self.batch_size] for k, v in self.tensors.items()}
-
-    def state_dict(self):
-        return {"block": self.step, "served": 0}
-
-    def state_tensors(self):
-        return {}
-
-    def load_state(self, state, tensors):
-        self.step = state["block"]
 
 
 def clt():
@@ -61,7 +35,7 @@ def clt():
 def _rank(rank, world, folder):
     dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=world)
     torch.set_num_threads(1)
-    out = train_clt(clt(), FixedStore(data(), rank, world), CFG, f"{folder}/ddp")
+    out = train_clt(clt(), FixedStore(data(), B, rank, world), CFG, f"{folder}/ddp")
     save_file({k: v.contiguous() for k, v in out.state_dict().items()}, f"{folder}/rank{rank}.safetensors")
     dist.destroy_process_group()
 
@@ -69,7 +43,7 @@ def _rank(rank, world, folder):
 def test_two_ranks_equal_one_process_with_the_whole_batch(tmp_path):
     mp.spawn(_rank, args=(2, str(tmp_path)), nprocs=2, join=True)
     losses = []
-    single = train_clt(clt(), FixedStore(data()), CFG, tmp_path / "one", log=lambda step, s: losses.append(s["mse"]))
+    single = train_clt(clt(), FixedStore(data(), B), CFG, tmp_path / "one", log=lambda step, s: losses.append(s["mse"]))
     assert sum(losses[-4:]) < 0.8 * sum(losses[:4])  # it learned: the comparison is not between two untrained copies
     ranks = [load_file(tmp_path / f"rank{r}.safetensors") for r in range(2)]
     assert single.W_dec[0][:, 1:].abs().max() > 1e-3  # cross-layer decoders moved off their zero start
