@@ -141,7 +141,8 @@ def test_stacked_resume_equals_uninterrupted(tiny, tmp_path, monkeypatch):
 def _data_parallel_rank(rank, world, folder, stack):
     import torch.distributed as dist
     from safetensors.torch import save_file
-    from test_distributed import STEPS, B, FixedStore, data
+    from helpers import FixedStore
+    from test_distributed import STEPS, B, data
 
     import saes  # noqa: F401
 
@@ -150,7 +151,7 @@ def _data_parallel_rank(rank, world, folder, stack):
     base = DictionaryConfig(arch="topk", d_in=16, d_dict=64, k=4, aux_k=8, dead_tokens=128)
     sweep = [architecture("topk")(base.replace(k=k)) for k in (4, 8)] + \
         [architecture("batchtopk")(base.replace(arch="batchtopk", k=k)) for k in (4, 8)]
-    out = train(sweep, FixedStore(data(), rank, world), TrainConfig(tokens=STEPS * B, lr=3e-3, stack=stack),
+    out = train(sweep, FixedStore({"x": data()}, B, rank, world), TrainConfig(tokens=STEPS * B, lr=3e-3, stack=stack),
                 f"{folder}/{stack}")
     save_file({f"{i}.{k}": v for i, d in enumerate(out) for k, v in d.state_dict().items()},
               f"{folder}/{stack}-rank{rank}.safetensors")
