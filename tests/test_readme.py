@@ -1,5 +1,5 @@
-"""The README's code runs as written: its Python blocks (budgets shrunk through the INTERP_MODEL and
-INTERP_TOKENS variables the example documents), its commands (budgets shrunk by appending the documented
+"""The README's code runs as written: its Python blocks (budgets shrunk through the INTERP_MODEL,
+INTERP_TOKENS and INTERP_CONTEXTS variables the example documents), its commands (budgets shrunk by appending the documented
 --tokens/--eval-contexts flags), and every flag its command-line synopsis shows exists."""
 
 import os
@@ -33,7 +33,7 @@ def run_python_blocks(tmp_path: Path, env: dict[str, str]) -> None:
     script = tmp_path / "readme.py"
     script.write_text("\n\n".join(blocks("python")))
     out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env={**os.environ, **env}, capture_output=True,
-                         text=True, timeout=1800)
+                         text=True, timeout=1200)
     assert out.returncode == 0, out.stderr[-3000:]
 
 
@@ -58,13 +58,13 @@ def test_readme_has_the_two_import_python_example():
 
 @pytest.mark.slow  # about 8 model-and-eval passes (3 SAEs, 7 transcoders): minutes on a shared CPU, even tiny
 def test_python_blocks_run_on_a_tiny_model(tmp_path):
-    run_python_blocks(tmp_path, {"INTERP_MODEL": TINY7, "INTERP_TOKENS": "8192"})
+    run_python_blocks(tmp_path, {"INTERP_MODEL": TINY7, "INTERP_TOKENS": "8192", "INTERP_CONTEXTS": "8"})
     check_python_outputs(tmp_path)
 
 
 @pytest.mark.slow
 def test_python_blocks_run_on_the_embedded_model(tmp_path):
-    run_python_blocks(tmp_path, {"INTERP_TOKENS": "8192"})
+    run_python_blocks(tmp_path, {"INTERP_TOKENS": "8192", "INTERP_CONTEXTS": "8"})
     check_python_outputs(tmp_path)
 
 

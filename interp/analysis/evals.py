@@ -4,11 +4,13 @@ explained variance, cosine), downstream loss with the dictionary spliced in
 density (dead and dense fractions). BOS positions are excluded throughout.
 
 The clean, spliced and zero-ablated passes share every block before the
-earliest hook, so `evaluate_many` runs that prefix once per batch and then only
-the remaining blocks for each variant (TransformerLens `start_at_layer`); the
-clean and zero-ablated losses do not depend on the dictionary, so N dictionaries
-cost one prefix plus N + 1 + (distinct hook_out) suffix passes instead of 3N
-full passes. Zeroing the whole residual stream makes every context that starts
+earliest hook, so `evaluate_many` runs that prefix once per batch, then the
+clean suffix, and each variant only from its own dictionary's block on (the
+clean pass records the residual entering it; TransformerLens `start_at_layer`):
+a set of per-layer transcoders costs about half of what resuming every variant
+at the earliest layer would. The clean and zero-ablated losses do not depend on
+the dictionary, so N dictionaries cost one prefix plus N + 1 + (distinct
+hook_out) suffix passes instead of 3N full passes. Zeroing the whole residual stream makes every context that starts
 with BOS (and has no other) the same input to the suffix, so that zero-ablated
 pass runs once per evaluation, for one context (`_ZeroAblation`): N + 1 suffix
 passes per batch. `evaluate_reference` is the plain three-full-pass version the
@@ -61,25 +63,32 @@ def evaluate_many(model, dictionaries: list[Dictionary], tokens: torch.Tensor,
         return []
     sums = [_Sums(d.cfg.d_dict, d.cfg.d_out) for d in dictionaries]
     names = [(_alias(model, d.cfg.hook_in), _alias(model, d.cfg.hook_out)) for d in dictionaries]
-    start = _first_block(model, [n for pair in names for n in pair])
+    starts = [_first_block(model, list(pair)) for pair in names]  # where each dictionary's variants resume
+    if None in starts:  # a hook in the embedding: every pass runs in full
+        starts = [None] * len(starts)
+    start = None if None in starts else min(starts)
+    entries = {b: _entering(model, b) for b in set(starts) if b != start}
     device = dictionaries[0].W_enc.device
-    zero = _ZeroAblation(model, start)
+    zero = _ZeroAblation(model)
     for chunk in tqdm(tokens.split(batch_size), desc="eval", unit="batch", leave=False):
         chunk = chunk.to(device)
         mask = token_mask(model, chunk)
         rows = _Predictions(model, chunk)
         resid, kwargs = _prefix(model, chunk, start)
         acts = {}
-        capture = [(n, lambda act, hook: acts.__setitem__(hook.name, act)) for n in dict.fromkeys(sum(names, ()))]
+        capture = [(n, lambda act, hook: acts.__setitem__(hook.name, act))
+                   for n in dict.fromkeys([*sum(names, ()), *entries.values()])]
         clean = model.run_with_hooks(resid, fwd_hooks=capture, **kwargs)
         ce_clean = rows.ce(clean)
-        ce_zero = {out: zero.ce(chunk, mask, resid, kwargs, out) for out in dict.fromkeys(out for _, out in names)}
-        for d, s, (name_in, name_out) in zip(dictionaries, sums, names):
+        suffix = {start: (resid, kwargs)} | {b: (acts[name], {**kwargs, "start_at_layer": b}) for b, name in entries.items()}
+        variants = dict.fromkeys((out, b) for (_, out), b in zip(names, starts))  # distinct (hook_out, start)
+        ce_zero = {(out, b): zero.ce(chunk, mask, *suffix[b], out, b) for out, b in variants}
+        for d, s, (name_in, name_out), b in zip(dictionaries, sums, names, starts):
             x = acts[name_in].reshape(*mask.shape, -1)[mask].to(d.W_enc.dtype)
             _accumulate_reconstruction(s, d, x, acts[name_out].reshape(*mask.shape, -1)[mask].double())
             hooks = [(_alias(model, n), fn) for n, fn in splice_hooks(d, mask)]
-            ce_spliced, kl = rows.ce_kl(clean, model.run_with_hooks(resid, fwd_hooks=hooks, **kwargs))
-            for key, value in (("clean", ce_clean), ("spliced", ce_spliced), ("zero", ce_zero[name_out])):
+            ce_spliced, kl = rows.ce_kl(clean, model.run_with_hooks(suffix[b][0], fwd_hooks=hooks, **suffix[b][1]))
+            for key, value in (("clean", ce_clean), ("spliced", ce_spliced), ("zero", ce_zero[name_out, b])):
                 s.ce[key] += value
             s.kl += kl
             s.predictions += rows.n
@@ -125,6 +134,13 @@ def _first_block(model, names: list[str]) -> int | None:
         else:
             return None
     return min(blocks)
+
+
+def _entering(model, block: int) -> str:
+    """The hook holding the residual stream that enters `block` (n_layers: the one entering ln_final)."""
+    if block < model.cfg.n_layers:
+        return f"blocks.{block}.hook_resid_pre"
+    return f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
 
 
 def _prefix(model, tokens: torch.Tensor, start: int | None) -> tuple[torch.Tensor, dict]:
@@ -184,15 +200,17 @@ class _ZeroAblation:
     each such context only gathers its targets from them. Other contexts (a BOS mid-context, other
     hooks) run the suffix as the reference does."""
 
-    def __init__(self, model, start: int | None):
-        self.model, self.start = model, start
+    def __init__(self, model):
+        self.model = model
         self.shared: dict[str, torch.Tensor] = {}  # hook -> the shared log-probs [pos, d_vocab]
 
-    def ce(self, tokens: torch.Tensor, mask: torch.Tensor, resid: torch.Tensor, kwargs: dict, hook: str) -> float:
-        """Summed cross-entropy over the scored predictions of `tokens` [batch, pos], hook zeroed where `mask`."""
+    def ce(self, tokens: torch.Tensor, mask: torch.Tensor, resid: torch.Tensor, kwargs: dict, hook: str,
+           start: int | None) -> float:
+        """Summed cross-entropy over the scored predictions of `tokens` [batch, pos], hook zeroed where `mask`,
+        the pass resuming at block `start` from `resid`."""
         own = torch.ones(len(tokens), dtype=torch.bool, device=tokens.device)
         total = 0.0
-        if self.start is not None and hook == f"blocks.{self.start}.hook_resid_pre":
+        if start is not None and hook == f"blocks.{start}.hook_resid_pre":
             own = (~mask[:, 1:]).any(1) | mask[:, 0]  # a BOS after the first position, or no BOS first
             if not own.all():
                 logp = self._shared_logp(hook, (~own).nonzero()[0, 0].item(), mask, resid, kwargs)

@@ -118,6 +118,24 @@ def test_a_sweep_shares_passes_and_matches_each_member_alone(tiny, monkeypatch):
     assert evaluate_many(tiny, [], toks) == []
 
 
+def test_a_transcoder_set_resumes_each_member_at_its_own_block(tiny, monkeypatch):
+    """Members at different blocks: the clean pass starts at the earliest, each member's zero-ablated and
+    spliced passes at its own block (from the residual the clean pass recorded there); an SAE after the
+    blocks resumes at ln_final. Each member's metrics equal the three-full-pass reference."""
+    toks = tokens(tiny)
+    members = [hooked_dictionary("topk", f"blocks.{layer}.ln2.hook_normalized", f"blocks.{layer}.hook_mlp_out",
+                                 32, 32, seed=layer) for layer in (1, 0)]
+    members.append(hooked_dictionary("topk", "ln_final.hook_normalized", "ln_final.hook_normalized", 32, 32))
+    calls, forward = [], tiny.forward
+    monkeypatch.setattr(tiny, "forward", lambda *a, **kw: calls.append(kw.get("start_at_layer")) or forward(*a, **kw))
+    results = evaluate_many(tiny, members, toks, batch_size=6)
+    monkeypatch.undo()
+    # one batch: the prefix (none before block 0), the clean pass, 3 zero-ablated passes, 3 spliced passes
+    assert calls == [0, 0, 1, 0, 2, 1, 0, 2]
+    for d, result in zip(members, results):
+        assert_close(result, evaluate_reference(tiny, d, toks, batch_size=6))
+
+
 def test_zero_ablation_of_the_residual_is_shared_by_contexts_that_start_with_bos(tiny, monkeypatch):
     """Contexts whose only BOS is their first token enter the suffix as the same zeroed residual, so their
     zero-ablated logits are computed once for the whole evaluation; a context with a BOS mid-context or none
