@@ -70,10 +70,26 @@ def load_model(spec: str | None = None, device: str = "cpu", dtype: torch.dtype 
         raise ValueError(f"Cannot load model from file {spec}: expected a .gguf file or a Hugging Face directory.")
     else:
         model = _from_hub(spec, device, dtype)
+    _store_linear_weights_transposed(model)
     model.eval()
     model.requires_grad_(False)
     model.spec = spec
     return model
+
+
+# TransformerLens computes these as F.linear(x, W.T.contiguous()): a copy of every such weight on every
+# forward pass (430 MB for the embedded model: 0.45 s of a 0.86 s pass over 64 tokens).
+_TRANSPOSED_IN_FORWARD = {"GatedMLP": ("W_gate", "W_in", "W_out"), "Unembed": ("W_U",)}
+
+
+def _store_linear_weights_transposed(model: HookedTransformer) -> None:
+    """Store those weights as the transposes of contiguous [out, in] tensors (nn.Linear's layout), so
+    `.T.contiguous()` is the tensor itself: same values and shapes, F.linear gets the same operand
+    as before (same results, bit for bit), and no copy is made."""
+    for module in model.modules():
+        for name in _TRANSPOSED_IN_FORWARD.get(type(module).__name__, ()):
+            weight = getattr(module, name)
+            setattr(module, name, torch.nn.Parameter(weight.detach().T.contiguous().T, requires_grad=weight.requires_grad))
 
 
 def _check_device(device: str) -> None:

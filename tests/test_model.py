@@ -35,6 +35,31 @@ def test_local_hf_folder_matches_hf_log_probs(tmp_path, name):
     assert (ours - theirs).abs().max() < 1e-4
 
 
+def test_loading_matches_transformer_lens_own_loader_bit_for_bit(tmp_path):
+    """load_model loads the state dict in one call and stores the gated MLP's and the unembedding's
+    weights as transposes of contiguous tensors (so TransformerLens's per-forward `.T.contiguous()`
+    copies nothing): every tensor and the logits equal what TransformerLens's own loader gives."""
+    from transformer_lens import HookedTransformer
+    from transformer_lens import loading_from_pretrained as loading
+    from transformers import AutoTokenizer
+
+    folder = tmp_path / "checkpoint"
+    hf = write_hf_checkpoint(folder)
+    model = load_model(str(folder))
+    cfg = loading.get_pretrained_model_config(str(folder), device="cpu", dtype=torch.float32, fold_ln=False)
+    reference = HookedTransformer(cfg, tokenizer=AutoTokenizer.from_pretrained(folder), move_to_device=False)
+    reference.load_and_process_state_dict(
+        loading.get_pretrained_state_dict(str(folder), cfg, hf_model=hf, dtype=torch.float32), fold_ln=False,
+        center_writing_weights=False, center_unembed=False, fold_value_biases=False)
+    ours, theirs = model.state_dict(), reference.state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    stored_transposed = [model.unembed.W_U] + [getattr(b.mlp, n) for b in model.blocks for n in ("W_gate", "W_in", "W_out")]
+    assert all(w.T.is_contiguous() and not w.is_contiguous() for w in stored_transposed)
+    ids = torch.tensor([[1, 5, 9, 20, 7, 30, 3]])
+    with torch.no_grad():
+        assert torch.equal(model(ids), reference.eval()(ids))
+
+
 def test_bad_model_specs_fail_clearly(tmp_path):
     with pytest.raises(FileNotFoundError, match="without config.json"):
         load_model(str(tmp_path))
