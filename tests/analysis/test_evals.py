@@ -103,18 +103,24 @@ def test_fast_path_matches_the_reference(tiny, hook_in, hook_out, d_in, d_out, s
     assert fast[0]["kl_spliced"] > 1e-3 and fast[0]["ce_loss_zero_ablation"] != fast[0]["ce_loss_clean"]
 
 
+def passes_matching_the_reference(tiny, dictionaries, toks, monkeypatch) -> list:
+    """evaluate_many on one batch: the start_at_layer of every forward pass it ran, after checking each
+    dictionary's metrics against the three-full-pass reference."""
+    calls, forward = [], tiny.forward
+    monkeypatch.setattr(tiny, "forward", lambda *a, **kw: calls.append(kw.get("start_at_layer")) or forward(*a, **kw))
+    results = evaluate_many(tiny, dictionaries, toks, batch_size=6)
+    monkeypatch.undo()
+    for d, result in zip(dictionaries, results):
+        assert_close(result, evaluate_reference(tiny, d, toks, batch_size=6))
+    return calls
+
+
 def test_a_sweep_shares_passes_and_matches_each_member_alone(tiny, monkeypatch):
     toks = tokens(tiny)
     sweep = [hooked_dictionary("topk", "blocks.0.hook_resid_post", "blocks.0.hook_resid_post", 32, 32, seed=s)
              for s in range(3)] + [hooked_dictionary("relu", "blocks.1.hook_mlp_out", "blocks.1.hook_mlp_out", 32, 32)]
-    calls, forward = [], tiny.forward
-    monkeypatch.setattr(tiny, "forward", lambda *a, **kw: calls.append(kw.get("start_at_layer")) or forward(*a, **kw))
-    results = evaluate_many(tiny, sweep, toks, batch_size=6)
-    monkeypatch.undo()
     # one batch: the prefix, then 1 clean + 2 zero-ablation (two hook_outs) + 4 spliced suffix passes
-    assert calls == [0, 1, 1, 1, 1, 1, 1, 1]
-    for d, result in zip(sweep, results):
-        assert_close(result, evaluate_reference(tiny, d, toks, batch_size=6))
+    assert passes_matching_the_reference(tiny, sweep, toks, monkeypatch) == [0, 1, 1, 1, 1, 1, 1, 1]
     assert evaluate_many(tiny, [], toks) == []
 
 
@@ -126,14 +132,8 @@ def test_a_transcoder_set_resumes_each_member_at_its_own_block(tiny, monkeypatch
     members = [hooked_dictionary("topk", f"blocks.{layer}.ln2.hook_normalized", f"blocks.{layer}.hook_mlp_out",
                                  32, 32, seed=layer) for layer in (1, 0)]
     members.append(hooked_dictionary("topk", "ln_final.hook_normalized", "ln_final.hook_normalized", 32, 32))
-    calls, forward = [], tiny.forward
-    monkeypatch.setattr(tiny, "forward", lambda *a, **kw: calls.append(kw.get("start_at_layer")) or forward(*a, **kw))
-    results = evaluate_many(tiny, members, toks, batch_size=6)
-    monkeypatch.undo()
     # one batch: the prefix (none before block 0), the clean pass, 3 zero-ablated passes, 3 spliced passes
-    assert calls == [0, 0, 1, 0, 2, 1, 0, 2]
-    for d, result in zip(members, results):
-        assert_close(result, evaluate_reference(tiny, d, toks, batch_size=6))
+    assert passes_matching_the_reference(tiny, members, toks, monkeypatch) == [0, 0, 1, 0, 2, 1, 0, 2]
 
 
 def test_zero_ablation_of_the_residual_is_shared_by_contexts_that_start_with_bos(tiny, monkeypatch):
