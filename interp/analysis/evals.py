@@ -10,10 +10,10 @@ clean pass records the residual entering it; TransformerLens `start_at_layer`):
 a set of per-layer transcoders costs about half of what resuming every variant
 at the earliest layer would. The clean and zero-ablated losses do not depend on
 the dictionary, so N dictionaries cost one prefix plus N + 1 + (distinct
-hook_out) suffix passes instead of 3N full passes. Zeroing the whole residual stream makes every context that starts
-with BOS (and has no other) the same input to the suffix, so that zero-ablated
-pass runs once per evaluation, for one context (`_ZeroAblation`): N + 1 suffix
-passes per batch. `evaluate_reference` is the plain three-full-pass version the
+hook_out) suffix passes instead of 3N full passes. Zeroing the whole residual
+stream makes every context that starts with BOS (and has no other) the same
+input to the suffix, so that zero-ablated pass runs once per evaluation, for
+one context (`_ZeroAblation`): N + 1 suffix passes per batch. `evaluate_reference` is the plain three-full-pass version the
 fast path is tested against.
 """
 
@@ -64,9 +64,9 @@ def evaluate_many(model, dictionaries: list[Dictionary], tokens: torch.Tensor,
     sums = [_Sums(d.cfg.d_dict, d.cfg.d_out) for d in dictionaries]
     names = [(_alias(model, d.cfg.hook_in), _alias(model, d.cfg.hook_out)) for d in dictionaries]
     starts = [_first_block(model, list(pair)) for pair in names]  # where each dictionary's variants resume
-    if None in starts:  # a hook in the embedding: every pass runs in full
-        starts = [None] * len(starts)
     start = None if None in starts else min(starts)
+    if start is None:  # a hook in the embedding: every pass runs in full
+        starts = [None] * len(starts)
     entries = {b: _entering(model, b) for b in set(starts) if b != start}
     device = dictionaries[0].W_enc.device
     zero = _ZeroAblation(model)

@@ -26,8 +26,6 @@ def data() -> dict[str, torch.Tensor]:
     return {**{f"x{l}": x for l, x in enumerate(xs)}, **{f"target{m}": t for m, t in enumerate(targets)}}
 
 
-
-
 def clt():
     return CrossLayerTranscoder(CLTConfig(n_layers=L, d_model=D, d_dict=16, k=4))
 
