@@ -54,4 +54,5 @@ class TopKSAE(Dictionary):
     def training_forward(self, x, **extras):
         centre = self.b_dec if self.cfg.subtract_b_dec else None  # subtracted in the kernel: b_dec's gradient without grad_x
         values, indices = topk_encode(x, self.W_enc, self.b_enc, self.cfg.k, self.selection_scale(x, **extras), centre=centre)
-        return TrainingStep(sparse_decode(values, indices, self.W_dec) + self.b_dec + self.skip(x), values=values, indices=indices)
+        recon = sparse_decode(values, indices, self.W_dec) + self.b_dec
+        return TrainingStep(recon + self.skip(x) if self.cfg.skip else recon, values=values, indices=indices)

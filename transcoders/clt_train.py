@@ -22,6 +22,7 @@ from interp.config import to_dict
 from interp.distributed import average_gradients, broadcast_module, broadcast_object, gather_to_main, world
 from interp.training.checkpoint import check_step, load_checkpoint, save_checkpoint
 from interp.training.loop import TrainConfig
+from interp.training.losses import clip_grad_norm
 from interp.training.run_folder import transaction
 from interp.training.steps import check_resumable, run_steps
 from transcoders.clt import CLTConfig, CrossLayerTranscoder
@@ -135,7 +136,7 @@ def _step(clt, optimizer, batch, scales, cfg: TrainConfig, lr: float, data_paral
     if data_parallel:
         average_gradients(clt.parameters())
     _project_decoder_grads(clt)
-    torch.nn.utils.clip_grad_norm_(clt.parameters(), cfg.grad_clip)
+    clip_grad_norm([p.grad for p in clt.parameters()], cfg.grad_clip)
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.step()

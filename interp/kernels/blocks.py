@@ -13,9 +13,12 @@ depends on the CPU and its BLAS, so it is measured, not guessed from a CPU name:
   blocks, 0.86 in 512, 0.93 in 1,024, 0.96 in 2,048.
 
 So the first time a shape needs more than one block, every candidate (blocks
-of 8, 16, 32 and 64 MiB of pre-activations) runs the real selection on that
-call's own first rows, in turns, and the fastest wins for the rest of the
-process (about a second at d_in 512, d_dict 8,192). The choice changes speed
+of 8, 16, 32, 64 and 128 MiB of pre-activations) runs the real selection on
+that call's own first rows, in turns, and the fastest wins for the rest of the
+process (one to two seconds at d_in 512, d_dict 8,192). On that EPYC the whole
+4,096-row batch (72 MiB at d_dict 4,608) encoded at 1.18 of the GEMM's time in
+one block against 1.25-1.26 in blocks of 2,048 and 1,366 rows (medians of 8
+turns), so the 128 MiB candidate was added on 2026-12-02. The choice changes speed
 only: MKL computes a row's pre-activations to the same bits in any block of
 16 or more rows (not in blocks of a few rows, where it takes other paths), and
 the encoder cuts even blocks of at least 16 rows, so the codes are the same
@@ -35,7 +38,7 @@ from collections.abc import Callable
 import torch
 
 ENV_VAR = "INTERP_CPU_BLOCK_ROWS"
-CANDIDATE_BYTES = (2**23, 2**24, 2**25, 2**26)  # 8, 16, 32, 64 MiB of pre-activations per block
+CANDIDATE_BYTES = (2**23, 2**24, 2**25, 2**26, 2**27)  # 8 to 128 MiB of pre-activations per block
 MIN_ROWS = 32  # even blocks of at least 16 rows (encode.py): the same bits in any of them
 ROUNDS = 2  # timed turns per candidate, after one untimed turn
 CLOCK = time.perf_counter

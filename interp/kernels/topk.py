@@ -9,19 +9,22 @@ C group maxima, then a top-k over the k * g candidates, gives an exact top-k
 once with a vectorised `amax`.
 
 Both smaller top-ks go through the same split while their rows are long.
-`torch.topk` on CPU costs about the same per element at any row length (about
-11 ns with one thread on an AMD EPYC), and the `amax` passes are vectorised
-and cheap beside it, so what counts is how many elements reach `torch.topk`:
-g is chosen to make C + k * g smallest (g near sqrt(M / k)). For M 8192 and
-k 32: two rows of 512 (1,024 elements) at one level, four rows of 128 (512
-elements) at two.
+What counts is how many elements reach `torch.topk`, so g is chosen to make
+C + k * g smallest (g near sqrt(M / k)): for M 8192 and k 32, 512 group maxima
+and 512 candidates. Short rows go straight to `torch.topk`: below about 512
+elements the split's extra passes (amax, gather, index arithmetic) cost more
+than they save. Measured on an AMD EPYC (2 threads, 4,096 rows): rows of 288
+and 512 took 0.55 and 0.70 of the split's time straight, while rows of 8,192
+took 1.09 of it (the two-level split of 4 before 2026-12-02 sent rows of 512
+through the split again).
 """
 
 import torch
 from torch import Tensor
 
 GROUP_SIZES = (16, 8, 4, 2)
-DIRECT_ROW = 4  # rows of at most DIRECT_ROW * k elements go straight to torch.topk
+DIRECT_ROW = 4  # rows of at most DIRECT_ROW * k elements go straight to torch.topk,
+DIRECT_ELEMENTS = 512  # and so do rows of at most this many elements
 
 
 def _group_size(m: int, k: int) -> int | None:
@@ -34,7 +37,7 @@ def _group_size(m: int, k: int) -> int | None:
 def topk_rows(pre: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """Top-k per row of `pre [N, M]`, unsorted: (values [N, k], indices [N, k] int64)."""
     n, m = pre.shape
-    g = _group_size(m, k) if pre.device.type == "cpu" and m > DIRECT_ROW * k else None
+    g = _group_size(m, k) if pre.device.type == "cpu" and m > max(DIRECT_ROW * k, DIRECT_ELEMENTS) else None
     if g is None:
         return pre.topk(k, dim=1, sorted=False)
     c = m // g

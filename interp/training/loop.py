@@ -29,7 +29,13 @@ from interp.dictionary import Dictionary
 from interp.errors import UserError
 from interp.distributed import (average_buffers, average_gradients, broadcast_module, broadcast_object,
                                 gather_batches, gather_objects, gather_to_main, union, world)
-from interp.training.losses import dead_latent_auxk, normalize_rows, reconstruction_loss, remove_parallel_grad
+from interp.training.losses import (
+    clip_grad_norm,
+    dead_latent_auxk,
+    normalize_rows,
+    reconstruction_loss,
+    remove_parallel_grad,
+)
 from interp.training.run_folder import transaction
 from interp.training.stacked import StackedTrainee, stack_trainees
 from interp.training.steps import check_resumable, resumable, run_steps
@@ -95,7 +101,7 @@ class Trainee:
             step = d.training_forward(x, **extras)
             mse = reconstruction_loss(step.recon.float(), target)
             sparsity = d.sparsity_loss(step)
-            loss = mse + sparsity + d.cfg.aux_coeff * dead_latent_auxk(d, self.since_fired, x, target - step.recon.float())
+            loss = mse + sparsity + d.cfg.aux_coeff * dead_latent_auxk(d, self.since_fired, x, target, step.recon)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"The {d.arch} loss is {loss.item()} (mse {mse.item()}, sparsity {sparsity.item()}); "
                                      "lower --lr or check the activations. The last checkpoint is kept.")
@@ -106,7 +112,7 @@ class Trainee:
             average_buffers(d)
         if d.unit_norm_decoder:
             remove_parallel_grad(d.W_dec)
-        torch.nn.utils.clip_grad_norm_(d.parameters(), cfg.grad_clip)
+        clip_grad_norm([p.grad for p in d.parameters()], cfg.grad_clip)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.step()

@@ -48,20 +48,33 @@ def auxk_loss(pre_dead: torch.Tensor, W_dec_dead: torch.Tensor, residual: torch.
     return torch.nan_to_num(error / scale, nan=0.0)
 
 
-def dead_latent_auxk(d, since_fired: torch.Tensor, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-    """AuxK of dictionary `d` on its latents silent for `d.cfg.dead_tokens` tokens (since_fired [d_dict]);
-    0 when none are, or AuxK is off."""
+def dead_latent_auxk(d, since_fired: torch.Tensor, x: torch.Tensor, target: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+    """AuxK of dictionary `d` on its latents silent for `d.cfg.dead_tokens` tokens (since_fired [d_dict]),
+    modelling the residual target - recon; 0 when none are, or AuxK is off."""
     dead = (since_fired >= d.cfg.dead_tokens).nonzero().squeeze(-1).to(x.device)
     if not d.cfg.aux_k or len(dead) == 0:
         return x.new_zeros(())
-    return auxk_loss(d.pre_acts(x, dead), d.W_dec[dead], residual, d.cfg.aux_k)
+    return auxk_loss(d.pre_acts(x, dead), d.W_dec[dead], target - recon.float(), d.cfg.aux_k)
 
 
 @torch.no_grad()
 def remove_parallel_grad(W_dec: torch.nn.Parameter) -> None:
-    """Project out the gradient component along each (unit) decoder row, so Adam moves along the sphere."""
+    """Project out the gradient component along each (unit) decoder row, so Adam moves along the sphere:
+    grad -= <grad, w> w per row, in two passes (a row-wise dot, then one fused update)."""
     if W_dec.grad is not None:
-        W_dec.grad -= (W_dec.grad * W_dec).sum(-1, keepdim=True) * W_dec
+        W_dec.grad.addcmul_(torch.linalg.vecdot(W_dec.grad, W_dec).unsqueeze(-1), W_dec, value=-1)
+
+
+@torch.no_grad()
+def clip_grad_norm(grads: list[torch.Tensor | None], max_norm: float) -> None:
+    """torch.nn.utils.clip_grad_norm_ (L2, one device and dtype) on these gradients, to the same bits, but
+    without its pass over them when their norm is within max_norm (it multiplies them by 1.0 then)."""
+    grads = [g for g in grads if g is not None]
+    if not grads:
+        return
+    coef = max_norm / (torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) + 1e-6)
+    if not coef >= 1:  # below 1, or NaN from a non-finite gradient: multiply, as torch does
+        torch._foreach_mul_(grads, coef)
 
 
 @torch.no_grad()

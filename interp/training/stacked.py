@@ -27,7 +27,13 @@ from torch import nn
 
 from interp.dictionary import Dictionary, TrainingStep
 from interp.distributed import average_buffers, average_gradients, union, world
-from interp.training.losses import dead_latent_auxk, normalize_rows, reconstruction_loss, remove_parallel_grad
+from interp.training.losses import (
+    clip_grad_norm,
+    dead_latent_auxk,
+    normalize_rows,
+    reconstruction_loss,
+    remove_parallel_grad,
+)
 
 
 def stack_key(d: Dictionary, input_key: str, target_key: str) -> tuple | None:
@@ -120,7 +126,7 @@ class StackedTrainee:
         m = self.members[e]
         mse = reconstruction_loss(st.recon.float(), target)
         sparsity = m.sparsity_loss(st)
-        aux = dead_latent_auxk(m, self.since_fired[e], x, target - st.recon.float())
+        aux = dead_latent_auxk(m, self.since_fired[e], x, target, st.recon)
         return mse + sparsity + m.cfg.aux_coeff * aux, mse, sparsity
 
     def tensors(self, i: int) -> dict[str, torch.Tensor]:
@@ -149,11 +155,8 @@ class StackedTrainee:
                     state.setdefault(slot, torch.zeros_like(p, memory_format=torch.preserve_format))[e].copy_(value)
 
 
-@torch.no_grad()
 def _clip_per_member(params: list[torch.Tensor], max_norm: float) -> None:
     """clip_grad_norm_ of each member's gradients (slice e of every stacked parameter), computed as it does."""
     grads = [p.grad for p in params if p.grad is not None]
     for e in range(len(grads[0])):
-        mine = [g[e] for g in grads]
-        coef = (max_norm / (torch.nn.utils.get_total_norm(mine) + 1e-6)).clamp(max=1.0)
-        torch._foreach_mul_(mine, coef)
+        clip_grad_norm([g[e] for g in grads], max_norm)
