@@ -248,8 +248,12 @@ class Dictionary(nn.Module):
         """The linear skip path of skip transcoders ([batch, d_in] -> [batch, d_out]); 0 otherwise."""
         return x @ self.W_skip if self.cfg.skip else 0.0
 
+    def with_skip(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """out plus the skip path of x; out itself (no pass over it adding 0) without one."""
+        return out + self.skip(x) if self.cfg.skip else out
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x)) + self.skip(x)
+        return self.with_skip(self.decode(self.encode(x)), x)
 
     # --- training ---------------------------------------------------------
     def training_codes(self, x: torch.Tensor, **extras: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -259,7 +263,7 @@ class Dictionary(nn.Module):
 
     def training_forward(self, x: torch.Tensor, **extras: torch.Tensor) -> TrainingStep:
         pre, codes = self.training_codes(x, **extras)
-        return TrainingStep(self.decode(codes) + self.skip(x), pre=pre, codes=codes)
+        return TrainingStep(self.with_skip(self.decode(codes), x), pre=pre, codes=codes)
 
     def sparsity_loss(self, step: TrainingStep) -> torch.Tensor:
         return step.recon.new_zeros(())

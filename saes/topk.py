@@ -54,5 +54,5 @@ class TopKSAE(Dictionary):
     def training_forward(self, x, **extras):
         centre = self.b_dec if self.cfg.subtract_b_dec else None  # subtracted in the kernel: b_dec's gradient without grad_x
         values, indices = topk_encode(x, self.W_enc, self.b_enc, self.cfg.k, self.selection_scale(x, **extras), centre=centre)
-        recon = sparse_decode(values, indices, self.W_dec) + self.b_dec
-        return TrainingStep(recon + self.skip(x) if self.cfg.skip else recon, values=values, indices=indices)
+        recon = self.with_skip(sparse_decode(values, indices, self.W_dec) + self.b_dec, x)
+        return TrainingStep(recon, values=values, indices=indices)

@@ -13,8 +13,8 @@ the dictionary, so N dictionaries cost one prefix plus N + 1 + (distinct
 hook_out) suffix passes instead of 3N full passes. Zeroing the whole residual
 stream makes every context that starts with BOS (and has no other) the same
 input to the suffix, so that zero-ablated pass runs once per evaluation, for
-one context (`_ZeroAblation`): N + 1 suffix passes per batch. `evaluate_reference` is the plain three-full-pass version the
-fast path is tested against.
+one context (`_ZeroAblation`): N + 1 suffix passes per batch. `evaluate_reference`
+is the plain three-full-pass version the fast path is tested against.
 """
 
 from __future__ import annotations
@@ -232,7 +232,7 @@ class _ZeroAblation:
 
 def _accumulate_reconstruction(s: _Sums, dictionary: Dictionary, x: torch.Tensor, y: torch.Tensor) -> None:
     codes = dictionary.encode(x)
-    recon = (dictionary.decode(codes) + dictionary.skip(x)).double()
+    recon = dictionary.with_skip(dictionary.decode(codes), x).double()
     s.tokens += len(y)
     s.sq_err += (recon - y).pow(2).sum().item()
     s.sq_norm += y.pow(2).sum().item()

@@ -50,7 +50,7 @@ def dictionary_hooks(model, dictionary: Dictionary, edit: Callable[[torch.Tensor
         if keep_error:
             out = y + (stash["change"] @ dictionary.W_dec).to(act.dtype)
         else:
-            out = (dictionary.decode(new) + dictionary.skip(x)).to(act.dtype)
+            out = dictionary.with_skip(dictionary.decode(new), x).to(act.dtype)
         return out.reshape(act.shape)
 
     hooks = [(cfg.hook_out, write), *_cross_layer_hooks(dictionary, stash, keep_error)]
